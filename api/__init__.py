@@ -1,0 +1,59 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from mistralmeter.logging_setup import configure_logging
+from mistralmeter.settings import Settings, get_settings
+
+# Room for multipart framing around an upload of the maximum size.
+UPLOAD_FRAMING_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config.update(
+        MISTRALMETER_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + UPLOAD_FRAMING_BYTES,
+        API_TITLE="MistralMeter",
+        API_VERSION="0.1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        JSON_SORT_KEYS=False,
+    )
+    configure_logging(settings)
+
+    from api import datasets, evaluate, health, jobs
+    from api.errors import register_error_handlers
+    from api.extensions import api
+
+    # Error handlers first, so the blueprints' own errors use the envelope too.
+    register_error_handlers(app)
+    api.init_app(app)
+    app.register_error_handler(RequestEntityTooLarge, _too_large(settings))
+
+    # One blueprint per resource.
+    api.register_blueprint(health.blueprint)
+    api.register_blueprint(evaluate.blueprint)
+    api.register_blueprint(datasets.blueprint)
+    api.register_blueprint(jobs.blueprint)
+    return app
+
+
+def _too_large(settings: Settings):
+    def handle(_: RequestEntityTooLarge):
+        limit_mb = settings.max_upload_bytes / (1024 * 1024)
+        return {
+            "code": 413,
+            "status": "Payload Too Large",
+            "message": f"request body is larger than the {limit_mb:g} MB limit; "
+            "send a smaller body or split the dataset",
+        }, 413
+
+    return handle

@@ -1,0 +1,194 @@
+"""Request and response schemas (marshmallow), shared by the routes and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from workers.judge_parsing import CRITERIA
+
+MAX_PROMPT_CHARS = 100_000
+MAX_BATCH_PROMPTS = 1_000
+MAX_RUNS = 100
+MAX_JUDGE_SAMPLES = 5
+
+
+class StrictSchema(Schema):
+    """Reject unknown keys, so a typo such as "judge_modle" is an error, not a silent default."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class PromptSchema(StrictSchema):
+    id = fields.String(validate=validate.Length(min=1, max=200))
+    prompt = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=1, max=MAX_PROMPT_CHARS, error="must be 1 to {max} characters long"
+        ),
+    )
+    system = fields.String(validate=validate.Length(max=MAX_PROMPT_CHARS))
+    expected_style = fields.String(validate=validate.Length(max=2_000))
+    reference = fields.String(validate=validate.Length(max=MAX_PROMPT_CHARS))
+    category = fields.String(validate=validate.Length(max=100))
+    metadata = fields.Dict()
+
+
+class ParamsSchema(StrictSchema):
+    """Sampling parameters passed to the evaluated model."""
+
+    temperature = fields.Float(validate=validate.Range(min=0, max=2))
+    top_p = fields.Float(validate=validate.Range(min=0, max=1))
+    max_tokens = fields.Integer(validate=validate.Range(min=1, max=131_072))
+    random_seed = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))
+    presence_penalty = fields.Float(validate=validate.Range(min=-2, max=2))
+    frequency_penalty = fields.Float(validate=validate.Range(min=-2, max=2))
+    stop = fields.List(fields.String(), validate=validate.Length(max=4))
+    safe_prompt = fields.Boolean()
+
+
+class JudgeOptionsSchema(StrictSchema):
+    temperature = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=2))
+    samples = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, max=MAX_JUDGE_SAMPLES)
+    )
+    weights = fields.Dict(keys=fields.String(), values=fields.Float())
+
+    @validates_schema
+    def _check_weights(self, data: dict[str, Any], **_: Any) -> None:
+        weights = data.get("weights")
+        if weights is None:
+            return
+        unknown = sorted(set(weights) - set(CRITERIA))
+        if unknown:
+            raise ValidationError(
+                f"unknown criteria {unknown}; use {list(CRITERIA)}", field_name="weights"
+            )
+        if any(value < 0 for value in weights.values()) or not any(weights.values()):
+            raise ValidationError(
+                "weights must be >= 0 and at least one must be positive", field_name="weights"
+            )
+
+
+class RateLimitOverridesSchema(StrictSchema):
+    max_in_flight = fields.Integer(validate=validate.Range(min=1, max=10_000))
+    requests_per_minute = fields.Integer(validate=validate.Range(min=1, max=10_000_000))
+    tokens_per_minute = fields.Integer(validate=validate.Range(min=1, max=10**10))
+
+
+class ModelName(fields.String):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            validate=validate.Regexp(
+                r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+                error="must be a model name such as mistral-small-latest",
+            ),
+            **kwargs,
+        )
+
+
+class JobOptionsSchema(StrictSchema):
+    """Fields every evaluation job accepts."""
+
+    model = ModelName(required=True)
+    judge_model = ModelName(load_default=None, allow_none=True)
+    runs = fields.Integer(
+        load_default=1,
+        validate=validate.Range(min=1, max=MAX_RUNS, error="must be between {min} and {max}"),
+    )
+    params = fields.Nested(ParamsSchema, load_default=dict)
+    judge = fields.Nested(JudgeOptionsSchema, load_default=None, allow_none=True)
+    rate_limits = fields.Nested(RateLimitOverridesSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _judge_differs(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("judge_model") and data.get("judge_model") == data.get("model"):
+            raise ValidationError(
+                "the judge must not be the evaluated model; choose another judge_model",
+                field_name="judge_model",
+            )
+
+
+class EvaluateSchema(JobOptionsSchema):
+    prompt = fields.Nested(PromptSchema, required=True)
+
+
+class BatchSchema(JobOptionsSchema):
+    prompts = fields.List(
+        fields.Nested(PromptSchema),
+        required=True,
+        validate=validate.Length(
+            min=1, max=MAX_BATCH_PROMPTS, error="must hold 1 to {max} prompts"
+        ),
+    )
+
+
+class DatasetEvaluateQuerySchema(Schema):
+    """Query parameters of POST /datasets/{name}/evaluate; a JSON body may carry them instead."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    model = ModelName()
+    judge_model = ModelName()
+    runs = fields.Integer(validate=validate.Range(min=1, max=MAX_RUNS))
+    version = fields.String()
+    limit = fields.Integer(validate=validate.Range(min=1))
+
+
+class DatasetEvaluateBodySchema(JobOptionsSchema):
+    model = ModelName()
+    version = fields.String(
+        load_default=None, allow_none=True, metadata={"description": "default: the latest"}
+    )
+    limit = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "evaluate only the first N items"},
+    )
+
+
+class JobAcceptedSchema(Schema):
+    job_id = fields.String()
+    status = fields.String()
+    location = fields.String()
+    total_runs = fields.Integer()
+
+
+class ProgressSchema(Schema):
+    done = fields.Integer()
+    failed = fields.Integer()
+    total = fields.Integer()
+
+
+class JobSchema(Schema):
+    id = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    progress = fields.Nested(ProgressSchema)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    request = fields.Dict()
+    simulated = fields.Boolean()
+    dataset = fields.Dict(allow_none=True)
+    result = fields.Dict(allow_none=True)
+    error = fields.Dict(allow_none=True)
+
+
+class JobListQuerySchema(Schema):
+    status = fields.String(validate=validate.OneOf(
+        ["queued", "running", "succeeded", "failed", "cancelled"]
+    ))
+    kind = fields.String()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class ResultsQuerySchema(Schema):
+    format = fields.String(
+        load_default="json", validate=validate.OneOf(["json", "jsonl", "csv"])
+    )

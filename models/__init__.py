@@ -1,0 +1,9 @@
+"""Database models. Importing this package registers every table on Base.metadata."""
+
+from models.base import Base
+from models.datasets import Dataset
+from models.jobs import Job
+from models.judgements import Judgement, PairwiseJudgement
+from models.runs import Run
+
+__all__ = ["Base", "Dataset", "Job", "Judgement", "PairwiseJudgement", "Run"]

@@ -1,0 +1,51 @@
+"""Decide from the database whether a job is complete, and store its result exactly once."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+
+from sqlalchemy import func
+
+from mistralmeter.logging_setup import log_fields
+from mistralmeter.settings import Settings
+from models.db import session_scope
+from models.run_writes import job_progress, lock_job
+from workers.job_results import build_result, load_run_rows
+
+logger = logging.getLogger(__name__)
+
+
+def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
+    """Store the result when every run is written; return True if this call finished the job."""
+    with session_scope(settings.database_url) as session:
+        job = lock_job(session, job_id)
+        if job is None or job.is_finished:
+            return False
+
+        progress = job_progress(session, job)
+        if progress.finished < progress.total:
+            return False
+
+        rows = load_run_rows(session, job.id)
+        job.result = build_result(job, rows)
+        job.finished_at = func.now()
+        if progress.total > 0 and progress.failed == progress.total:
+            job.status = "failed"
+            job.error = _all_failed_message(rows)
+        else:
+            job.status = "succeeded"
+
+    logger.info(
+        "job finished",
+        extra=log_fields(job_id=str(job_id), status=job.status, **progress.as_dict()),
+    )
+    return True
+
+
+def _all_failed_message(rows: list) -> str:
+    reasons = Counter(row.run.error_reason or "unknown" for row in rows)
+    reason, count = reasons.most_common(1)[0]
+    example = next(row.run.error_message for row in rows if row.run.error_reason == reason)
+    return f"all {len(rows)} runs failed; most common error {reason} ({count} runs): {example}"

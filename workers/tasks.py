@@ -1,0 +1,62 @@
+"""Celery tasks: thin wrappers that load by id and call plain functions."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from mistralmeter.logging_setup import log_fields
+from mistralmeter.settings import get_settings
+from models.db import session_scope
+from models.jobs import Job
+from workers.celery_app import EvaluationTask, celery_app
+from workers.evaluation import RunKey, execute_run
+from workers.job_completion import finalize_if_complete
+
+logger = logging.getLogger(__name__)
+
+SOFT_TIME_LIMIT_S = get_settings().task_soft_time_limit_s
+
+
+@celery_app.task(
+    name="mistralmeter.start_job", base=EvaluationTask, soft_time_limit=SOFT_TIME_LIMIT_S
+)
+def start_job(job_id: str) -> int:
+    """Send one run task per (item, model, repetition); a redelivery re-sends harmlessly."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, uuid.UUID(job_id))
+        if job is None or job.is_finished:
+            return 0
+        keys = [
+            (item["id"], model, repetition)
+            for item in job.items
+            for model in job.models
+            for repetition in range(job.repetitions)
+        ]
+
+    for item_id, model, repetition in keys:
+        run_task.apply_async(
+            kwargs={"job_id": job_id, "item_id": item_id, "model": model, "repetition": repetition}
+        )
+    logger.info("job fanned out", extra=log_fields(job_id=job_id, runs=len(keys)))
+
+    if not keys:
+        finalize_if_complete(settings, uuid.UUID(job_id))
+    return len(keys)
+
+
+@celery_app.task(name="mistralmeter.run", base=EvaluationTask, soft_time_limit=SOFT_TIME_LIMIT_S)
+def run_task(*, job_id: str, item_id: str, model: str, repetition: int) -> str:
+    settings = get_settings()
+    key = RunKey(uuid.UUID(job_id), item_id, model, repetition)
+    outcome = execute_run(settings, key)
+
+    # Also after a skipped run: the delivery that wrote the last run may have died before this.
+    finalize_if_complete(settings, key.job_id)
+    return outcome
+
+
+@celery_app.task(name="mistralmeter.finalize_job", base=EvaluationTask, soft_time_limit=120)
+def finalize_job(job_id: str) -> bool:
+    return finalize_if_complete(get_settings(), uuid.UUID(job_id))
