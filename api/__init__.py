@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     configure_logging(settings)
 
-    from api import datasets, evaluate, health, jobs
+    from api import compare, datasets, evaluate, health, jobs
     from api.errors import register_error_handlers
     from api.extensions import api
 
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(evaluate.blueprint)
     api.register_blueprint(datasets.blueprint)
     api.register_blueprint(jobs.blueprint)
+    api.register_blueprint(compare.blueprint)
     return app
 
 

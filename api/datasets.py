@@ -119,14 +119,9 @@ class DatasetEvaluateView(MethodView):
         options = _merge_query_and_body(query)
         check_models(settings, {"model": options["model"], "judge_model": options["judge_model"]})
 
-        with session_scope(settings.database_url) as session:
-            sync_builtin_datasets(session, settings.database_url)
-            dataset = _resolve_version(session, name, options.get("version"))
-            items = list(dataset.items)
-            dataset_name, dataset_version = dataset.name, dataset.version
-
-        if options.get("limit"):
-            items = items[: options["limit"]]
+        dataset_name, dataset_version, items = resolve_dataset_items(
+            settings, name, options.get("version"), options.get("limit")
+        )
         request_document = {**options, "dataset": dataset_name, "version": dataset_version}
         job = submit_job(
             settings,
@@ -166,6 +161,20 @@ def _merge_query_and_body(query: dict[str, Any]) -> dict[str, Any]:
             "missing model: pass ?model=NAME or a JSON body with \"model\"", field="model"
         )
     return options
+
+
+def resolve_dataset_items(
+    settings, name: str, version: str | None, limit: int | None
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """Return the dataset's name, version and items (the first `limit` when given)."""
+    with session_scope(settings.database_url) as session:
+        sync_builtin_datasets(session, settings.database_url)
+        dataset = _resolve_version(session, name, version)
+        items = list(dataset.items)
+        resolved = (dataset.name, dataset.version)
+    if limit:
+        items = items[:limit]
+    return resolved[0], resolved[1], items
 
 
 def _resolve_version(session, name: str, version: str | None) -> Dataset:

@@ -192,3 +192,45 @@ class ResultsQuerySchema(Schema):
     format = fields.String(
         load_default="json", validate=validate.OneOf(["json", "jsonl", "csv"])
     )
+
+
+class CompareSchema(StrictSchema):
+    """Two models on one prompt or on a dataset, judged by a third model in both orders."""
+
+    model_a = ModelName(required=True)
+    model_b = ModelName(required=True)
+    judge_model = ModelName(required=True)
+    prompt = fields.Nested(PromptSchema)
+    dataset = fields.String(validate=validate.Length(min=1, max=64))
+    version = fields.String(load_default=None, allow_none=True)
+    limit = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    runs = fields.Integer(
+        load_default=1,
+        validate=validate.Range(min=1, max=MAX_RUNS, error="must be between {min} and {max}"),
+    )
+    params = fields.Nested(ParamsSchema, load_default=dict)
+    judge = fields.Nested(JudgeOptionsSchema, load_default=None, allow_none=True)
+    rate_limits = fields.Nested(RateLimitOverridesSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _three_distinct_models(self, data: dict[str, Any], **_: Any) -> None:
+        model_a, model_b, judge = data.get("model_a"), data.get("model_b"), data.get("judge_model")
+        if model_a and model_a == model_b:
+            raise ValidationError(
+                "model_a and model_b are the same model; compare two different models",
+                field_name="model_b",
+            )
+        for name, model in (("model_a", model_a), ("model_b", model_b)):
+            if judge and judge == model:
+                raise ValidationError(
+                    f"judge_model equals {name}; the judge must be a third model",
+                    field_name="judge_model",
+                )
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if ("prompt" in data) == ("dataset" in data):
+            raise ValidationError(
+                "give exactly one of prompt (one prompt) or dataset (a dataset name)",
+                field_name="prompt",
+            )

@@ -191,7 +191,7 @@ def _mt_bench_records(folder: Path, manifest: dict[str, Any]) -> list[dict[str, 
 
 
 def _first_turn(turns: Any) -> str | None:
-    # Some MT-Bench references leave the first turn empty and only answer the second one.
+    # Some MT-Bench references leave the first turn empty and give only the second one.
     if isinstance(turns, list) and turns and isinstance(turns[0], str) and turns[0].strip():
         return turns[0]
     return None

@@ -96,11 +96,12 @@ def pairwise_outcome(
 
     win_rate = (wins + 0.5 * ties) / n is A's rate. Its interval is the Wilson score interval
     with each tie counted as half a win. p_value is the two-sided sign test on wins against
-    losses, with ties dropped. winner is "a" when the interval lies entirely above 0.5, "b"
-    when it lies entirely below, and None otherwise with verdict "no significant difference".
+    losses, with ties dropped. winner is "a" when the interval lies entirely above 0.5 and the
+    sign test gives p < alpha, "b" when the interval lies entirely below 0.5 and p < alpha, and
+    None otherwise with verdict "no significant difference".
     prompts_needed estimates how many prompts would detect the observed win rate at the given
-    alpha and power. It is None when n = 0, when the win rate is exactly 0.5, or when the
-    interval already excludes 0.5. Raises ValueError for a negative or non-integer count.
+    alpha and power. It is None when n = 0, when the win rate is exactly 0.5, or when a winner
+    was named. Raises ValueError for a negative or non-integer count.
     """
     for name, count in (("wins", wins), ("ties", ties), ("losses", losses)):
         validate_count(count, name)
@@ -140,15 +141,16 @@ def pairwise_outcome(
     else:
         notes.append("Every prompt was a tie, so the sign test has no wins or losses to use.")
 
-    # NOTE: Wilson is not exact. With no real difference and 95% confidence it names a winner
-    # with probability 0.125 at n = 4 (4 of 4 wins give (0.51, 1.0)) and 0.065 at n = 50.
-    if ci_low > _NO_PREFERENCE:
+    # Wilson alone is not exact: with no real difference it would name a winner with probability
+    # 0.125 at n = 4 (4 of 4 wins give (0.51, 1.0)). The exact sign test must agree as well.
+    significant = result["p_value"] is not None and result["p_value"] < alpha
+    if ci_low > _NO_PREFERENCE and significant:
         result.update(winner="a", verdict="a is significantly better")
-    elif ci_high < _NO_PREFERENCE:
+    elif ci_high < _NO_PREFERENCE and significant:
         result.update(winner="b", verdict="b is significantly better")
 
     if result["winner"] is not None:
-        notes.append("The interval already excludes 0.5, so prompts_needed is not computed.")
+        notes.append("The difference is already significant, so prompts_needed is not computed.")
     elif win_rate == _NO_PREFERENCE:
         notes.append("The win rate is exactly 0.5, so there is no effect to size a sample for.")
     else:

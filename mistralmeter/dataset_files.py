@@ -35,8 +35,9 @@ class DatasetFileError(ValueError):
     """A dataset file or item is invalid.
 
     ``message`` (and ``str()``) is the full sentence shown to the user. ``line`` is the 1-based
-    physical line of the file, ``item`` the 1-based item number and ``field`` the item field or
-    CSV column at fault; each is None when it does not apply or is unknown.
+    physical line of the file and ``item`` the 1-based item number. ``field`` is the item field,
+    CSV column or argument at fault. Each of the three is None when it is unknown or does not
+    apply.
     """
 
     def __init__(
@@ -135,7 +136,7 @@ def items_from_records(
 
 
 def dataset_version(items: list[DatasetItem]) -> str:
-    """Return "sha256:<hex>" over the canonical JSON of the items in file order.
+    """Compute the content version "sha256:<hex>" from the canonical JSON of the items.
 
     The same items give the same version whichever file format they came from, and any change
     to an item's content or to the item order gives a new version.
@@ -307,8 +308,8 @@ def _read_jsonl(text: str) -> Iterator[_RawItem]:
 
 
 def _read_csv(text: str, *, max_bytes: int) -> Iterator[_RawItem]:
-    # The csv module rejects fields over 128 KiB by default; the file size limit already
-    # bounds memory, and prompt length gets its own clear error later.
+    # The csv module rejects fields over 131,072 characters by default. The file size limit
+    # already bounds memory, and an overlong prompt gets its own error during validation.
     csv.field_size_limit(max(csv.field_size_limit(), max_bytes))
     # strict=True turns an unclosed quote into an error instead of swallowing the rest of the file.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -378,7 +379,7 @@ def _csv_columns(header: list[str], line: int) -> list[str]:
     if "prompt" not in columns:
         raise DatasetFileError(
             f"the CSV header (line {line}) has no 'prompt' column; found columns: "
-            f"{', '.join(columns)}",
+            f"{', '.join(columns) or 'none'}",
             line=line,
             field="prompt",
         )
@@ -563,8 +564,8 @@ def _check_length(value: str, name: str, number: int, line: int | None, max_char
 
 
 def _check_text(value: str, name: str, number: int, line: int | None) -> None:
-    # PostgreSQL text and jsonb cannot store U+0000, and an unpaired surrogate (possible through
-    # a JSON "\ud800" escape) cannot be encoded as UTF-8 at all; both would fail at insert time.
+    # PostgreSQL text and jsonb cannot store U+0000. An unpaired surrogate, which a JSON
+    # "\ud800" escape can produce, cannot be encoded as UTF-8. Both would fail at insert time.
     if "\x00" in value:
         raise _item_error(
             f"{name} contains a NUL character (U+0000), which cannot be stored; remove it",

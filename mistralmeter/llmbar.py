@@ -1,11 +1,12 @@
 """Read LLMBar judge result files and turn them into pairwise agreement records.
 
 A result file (for example ``gpt-4_vanilla_result.json`` from princeton-nlp/LLMBar) is a JSON
-list of records with ``input``, ``output_1``, ``output_2``, ``label`` (1 or 2, the output
-people preferred) and ``results``, whose last entry contains the judge's verdicts under
-``"swap = False"`` (output_1 shown first) and ``"swap = True"`` (output_2 shown first). Each
-verdict's ``winner`` is "1", "2" or null and always names the original output_1 or output_2,
-whatever the order shown. ``completion`` is ``[text, finish_reason]``.
+list of records with ``input``, ``output_1``, ``output_2``, ``label`` and ``results``. The
+label (1 or 2) names the output people preferred. The last entry of ``results`` contains the
+judge's verdicts under ``"swap = False"`` (output_1 shown first) and ``"swap = True"``
+(output_2 shown first). Each verdict's ``winner`` is "1", "2" or null and always names the
+original output_1 or output_2, whatever the order shown. ``completion`` is
+``[text, finish_reason]``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def _verdict(results: list[Any], index: int, order_key: str) -> tuple[int | None
         raise ValueError(f"record {index}: field {where} is missing or not an object")
     verdict = final[order_key]
 
-    winner = verdict.get("winner")
+    if "winner" not in verdict:
+        raise ValueError(f'record {index}: field {where}["winner"] is missing')
+    winner = verdict["winner"]
     if winner not in ("1", "2", None):
         raise ValueError(
             f'record {index}: field {where}["winner"] must be "1", "2" or null; got {winner!r}'

@@ -42,17 +42,17 @@ def _check_verdict(value: str | None, field: str, pair_id: str, optional: bool) 
         raise ValueError(f"pair {pair_id!r}: {field} must be {allowed}; got {value!r}")
 
 
-def _rate(count: int, n: int, what: tuple[str, str] = JUDGED_PAIRS) -> dict[str, Any]:
-    """Build a {"n", "count", "rate", "reason"} figure; rate is None below MIN_N["pairwise"].
+def _rate(count: int, n: int, observations: tuple[str, str] = JUDGED_PAIRS) -> dict[str, Any]:
+    """Build a {"n", "count", "rate", "reason"} figure, with rate None below MIN_N["pairwise"].
 
-    ``what`` names the observations in the reason, as (plural, singular).
+    ``observations`` names what is counted in ``n``, as (plural, singular), for the reason.
     """
     if n < MIN_N["pairwise"]:
         return {
             "n": n,
             "count": count,
             "rate": None,
-            "reason": too_few_reason(MIN_N["pairwise"], n, *what),
+            "reason": too_few_reason(MIN_N["pairwise"], n, *observations),
         }
     return {"n": n, "count": count, "rate": count / n, "reason": None}
 
@@ -128,10 +128,9 @@ def pairwise_agreement(records: Sequence[PairRecord]) -> dict[str, Any]:
     consistent = sum(o == s for o, s in zip(original, swapped))
 
     decisive = [(h, c) for h, c in zip(human, combined) if h != "tie" and c != "tie"]
+    # The count is out of 2n order verdicts, so the rate is the mean of the two order rates.
     average = _rate(original_correct + swapped_correct, 2 * n)
-    average["n"] = (
-        n  # count is out of 2n order verdicts, so rate is the mean of the two order rates
-    )
+    average["n"] = n
 
     kappa_original = _kappa(human, original, "people and the judge")
     kappa_swapped = _kappa(human, swapped, "people and the judge")

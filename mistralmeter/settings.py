@@ -51,6 +51,8 @@ def _parse_json_object(raw: str) -> dict[str, Any]:
 class Settings:
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mistralmeter"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The Celery queue name; separate stacks may share one Redis by using different queues.
+    queue_name: str = "mistralmeter"
 
     # The key is read here and handed to the SDK client only; it is never stored or logged.
     mistral_api_key: str | None = field(default=None, repr=False)
@@ -77,6 +79,9 @@ class Settings:
     max_runs_per_prompt: int = 100
     max_runs_per_job: int = 20_000
     task_soft_time_limit_s: int = 900
+    # Seconds before the broker hands an unacknowledged task to another worker. None means
+    # task_soft_time_limit_s + 300; see workers/celery_app.py for the trade-off.
+    visibility_timeout_s: int | None = None
 
     log_level: str = "INFO"
     log_json: bool = False
@@ -100,6 +105,7 @@ def load_settings() -> Settings:
     return Settings(
         database_url=_read("DATABASE_URL", defaults.database_url, _normalise_database_url),
         redis_url=_read("REDIS_URL", defaults.redis_url, str),
+        queue_name=_read("MISTRALMETER_QUEUE", defaults.queue_name, str),
         mistral_api_key=_read("MISTRAL_API_KEY", None, str),
         mistral_server_url=_read("MISTRAL_SERVER_URL", None, str),
         simulator_url=_read("MISTRALMETER_SIMULATOR_URL", defaults.simulator_url, str),
@@ -130,6 +136,7 @@ def load_settings() -> Settings:
         task_soft_time_limit_s=_read(
             "MISTRALMETER_TASK_SOFT_TIME_LIMIT_S", defaults.task_soft_time_limit_s, int
         ),
+        visibility_timeout_s=_read("MISTRALMETER_VISIBILITY_TIMEOUT_S", None, int),
         log_level=_read("MISTRALMETER_LOG_LEVEL", defaults.log_level, str),
         log_json=_read("MISTRALMETER_LOG_JSON", defaults.log_json, _parse_bool),
     )

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from models.jobs import Job
-from models.judgements import Judgement
+from models.judgements import Judgement, PairwiseJudgement
 from models.runs import Run
 
 
@@ -80,3 +80,33 @@ def mark_job_running(session: Session, job_id: uuid.UUID) -> None:
 def lock_job(session: Session, job_id: uuid.UUID) -> Job | None:
     """Load a job with a row lock, so exactly one task finalises it."""
     return session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+
+
+def pairs_pending(session: Session, job: Job) -> int:
+    """Count (item, repetition) pairs of a comparison whose runs both succeeded but are unjudged."""
+    model_a, model_b = job.models
+    run_a = aliased(Run)
+    run_b = aliased(Run)
+    statement = (
+        select(func.count())
+        .select_from(run_a)
+        .join(
+            run_b,
+            (run_b.job_id == run_a.job_id)
+            & (run_b.item_id == run_a.item_id)
+            & (run_b.repetition == run_a.repetition),
+        )
+        .outerjoin(
+            PairwiseJudgement,
+            (PairwiseJudgement.run_a_id == run_a.id) & (PairwiseJudgement.run_b_id == run_b.id),
+        )
+        .where(
+            run_a.job_id == job.id,
+            run_a.model == model_a,
+            run_b.model == model_b,
+            run_a.status == "succeeded",
+            run_b.status == "succeeded",
+            PairwiseJudgement.id.is_(None),
+        )
+    )
+    return session.execute(statement).scalar_one()

@@ -65,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/v1/simulator/config", get_config, methods=["GET"]),
             Route("/v1/simulator/config", put_config, methods=["PUT"]),
@@ -94,23 +95,33 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "simulated": True, "models": sorted(_state(request).config.models)})
 
 
+def _model_card(name: str, created: int) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": OWNER,
+        "name": name,
+        "description": f"Simulated model {name} (MistralMeter simulator, not a real model)",
+        "capabilities": {"completion_chat": True, "function_calling": False},
+        "max_context_length": 32768,
+        "type": "base",
+    }
+
+
 async def list_models(request: Request) -> JSONResponse:
+    """List the configured models; the "default" profile serves other names but is not listed."""
     created = request.app.state.started_at
-    cards = [
-        {
-            "id": name,
-            "object": "model",
-            "created": created,
-            "owned_by": OWNER,
-            "name": name,
-            "description": f"Simulated model {name} (MistralMeter simulator, not a real model)",
-            "capabilities": {"completion_chat": True, "function_calling": False},
-            "max_context_length": 32768,
-            "type": "base",
-        }
-        for name in sorted(_state(request).config.models)
-    ]
+    cards = [_model_card(name, created) for name in sorted(_state(request).config.models)]
     return JSONResponse({"object": "list", "data": cards})
+
+
+async def retrieve_model(request: Request) -> JSONResponse:
+    name = request.path_params["model_id"]
+    if name not in _state(request).config.models:
+        body = error_body(f"Model not found: {name}", "invalid_model", code="1500")
+        return JSONResponse(body, status_code=404)
+    return JSONResponse(_model_card(name, request.app.state.started_at))
 
 
 async def get_config(request: Request) -> JSONResponse:
@@ -126,10 +137,10 @@ async def put_config(request: Request) -> JSONResponse:
     try:
         parsed = parse_config(raw)
     except ConfigError as exc:
-        logger.warning("simulator.config_rejected", extra={"field": exc.field, "error": str(exc)})
+        logger.warning("simulator.config_rejected field=%s error=%s", exc.field, exc)
         return JSONResponse(_config_error(f"Invalid simulator config: {exc}", exc.field), status_code=422)
     _state(request).replace_config(parsed)
-    logger.info("simulator.config_replaced", extra={"models": sorted(parsed.models)})
+    logger.info("simulator.config_replaced models=%s", ",".join(sorted(parsed.models)))
     return JSONResponse(parsed.to_json())
 
 

@@ -1,92 +1,54 @@
-"""POST /v1/chat/completions: validate, apply rate limit and faults, plan, then send.
-
-Timing is measured from the moment the handler starts: the role chunk goes out at once, the
-first content chunk at ttft_ms and every later one itl_ms after the previous one. Sleeps use
-absolute deadlines on the event loop clock, so delays do not add up over a long stream.
-"""
+"""POST /v1/chat/completions: validate, apply the rpm limit and faults, plan, then send."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from simulator import judge
-from simulator.generation import (
-    Plan,
-    count_prompt_tokens,
-    plan_completion,
-    plan_fixed_text,
-    request_rng,
-    stable_seed,
-)
+from simulator.chat_request import ChatRequest, RequestInvalid, parse_chat_request
+from simulator.generation import Plan, count_prompt_tokens, plan_completion, plan_fixed_text, request_rng, stable_seed
 from simulator.profiles import ModelProfile
+from simulator.sending import Reply, cut_json_body, sleep_or_disconnect, stream_body
 from simulator.state import RequestRecord, SimulatorState
-from simulator.wire import (
-    SSE_DONE,
-    completion_response,
-    error_body,
-    format_number,
-    sse_event,
-    stream_chunk,
-    usage_block,
-    validation_error_body,
-)
+from simulator.wire import error_body, format_number
 
 logger = logging.getLogger("simulator")
 
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
+class RequestTracking:
+    """Keeps the in-flight count and the request record right, however the request ends."""
 
-class SimulatedStreamCut(Exception):
-    """Raised inside a response body so that the server drops the connection (the "cut" fault)."""
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+        self.record: RequestRecord | None = None
+        state.stats.begin()
 
-
-class RequestInvalid(Exception):
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool
-    max_tokens: int | None
-    random_seed: int | None
-    is_judge: bool
-
-
-async def chat_completions(request: Request) -> Any:
-    state: SimulatorState = request.app.state.simulator
-    state.stats.begin()
-    record_holder: list[RequestRecord] = []
-    try:
-        response = await _respond(request, state, record_holder)
-    except BaseException:
-        if record_holder:
-            _finish_record(record_holder[0], None)
-        state.stats.end(None, disconnected=False)
-        raise
-    return TrackedResponse(response, state, record_holder[0] if record_holder else None)
+    def finish(self, status: int | None) -> None:
+        """Close the record and the statistics; status is None when no response was started."""
+        disconnected = status is None
+        if self.record is not None:
+            self.record.status = status
+            self.record.finished_at = time.time()
+            if self.record.outcome == "in_progress":
+                self.record.outcome = "client_disconnected"
+            disconnected = self.record.outcome == "client_disconnected"
+        self.state.stats.end(status, disconnected)
 
 
 class TrackedResponse:
-    """ASGI wrapper that closes the request record and the in-flight count however sending ends."""
+    """ASGI wrapper that calls RequestTracking.finish once the response is sent or abandoned."""
 
-    def __init__(self, response: Any, state: SimulatorState, record: RequestRecord | None) -> None:
+    def __init__(self, response: Any, tracking: RequestTracking) -> None:
         self.response = response
-        self.state = state
-        self.record = record
+        self.tracking = tracking
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent_status: int | None = None
@@ -100,30 +62,28 @@ class TrackedResponse:
         try:
             await self.response(scope, receive, tracking_send)
         finally:
-            disconnected = sent_status is None
-            if self.record is not None:
-                _finish_record(self.record, sent_status)
-                disconnected = self.record.outcome == "client_disconnected"
-            self.state.stats.end(sent_status, disconnected)
+            self.tracking.finish(sent_status)
 
 
 class NoResponse:
     """Sends nothing, for a client that disconnected before the response started."""
 
-    status_code = None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         return None
 
 
-def _finish_record(record: RequestRecord, status: int | None) -> None:
-    record.status = status
-    record.finished_at = time.time()
-    if record.outcome == "in_progress":
-        record.outcome = "client_disconnected"
+async def chat_completions(request: Request) -> TrackedResponse:
+    tracking = RequestTracking(request.app.state.simulator)
+    try:
+        response = await _respond(request, tracking)
+    except BaseException:
+        tracking.finish(None)
+        raise
+    return TrackedResponse(response, tracking)
 
 
-async def _respond(request: Request, state: SimulatorState, record_holder: list[RequestRecord]) -> Any:
+async def _respond(request: Request, tracking: RequestTracking) -> Any:
+    state = tracking.state
     loop = asyncio.get_running_loop()
     arrived = loop.time()
     try:
@@ -140,7 +100,7 @@ async def _respond(request: Request, state: SimulatorState, record_holder: list[
         random_seed=chat.random_seed,
         prompt_tokens=count_prompt_tokens(chat.messages),
     )
-    record_holder.append(record)
+    tracking.record = record
     state.log.add(record)
 
     profile = state.config.profile_for(chat.model)
@@ -158,19 +118,18 @@ async def _respond(request: Request, state: SimulatorState, record_holder: list[
         return rejection
 
     if record.fault == "hang":
-        logger.debug("simulator.fault_injected", extra={"fault": "hang", "request_id": record.request_id})
         if await sleep_or_disconnect(request.receive, profile.faults.hang_s):
             return NoResponse()
         # Timing starts again after the hang, as from a server that stalled before it began.
         arrived = loop.time()
 
     plan = _plan(state, chat, profile, task, record)
+    reply = Reply(request.state.request_id, chat.model, int(time.time()), plan, profile.include_usage, arrived)
     headers = {
         "x-simulator-ttft-ms": format_number(plan.ttft_ms),
         "x-simulator-itl-ms": format_number(plan.itl_ms),
         "x-simulator-output-tokens": str(plan.output_tokens),
     }
-    reply = _Reply(request.state.request_id, chat.model, int(time.time()), plan, profile.include_usage, arrived)
     cut = record.fault == "cut"
     if chat.stream:
         return StreamingResponse(stream_body(reply, record, cut), media_type="text/event-stream", headers=headers)
@@ -181,50 +140,7 @@ async def _respond(request: Request, state: SimulatorState, record_holder: list[
         return NoResponse()
     record.tokens_sent = plan.output_tokens
     record.outcome = "completed"
-    usage = usage_block(plan.prompt_tokens, plan.output_tokens)
-    body = completion_response(reply.completion_id, reply.model, reply.created, plan.text, plan.finish_reason, usage)
-    return JSONResponse(body, headers=headers)
-
-
-def parse_chat_request(raw_body: bytes) -> ChatRequest:
-    """Parse and validate the request body; raise RequestInvalid with a Mistral-style error."""
-    try:
-        body = json.loads(raw_body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestInvalid(JSONResponse(error_body(f"Invalid JSON body: {exc}", "invalid_request_error"), 400))
-    if not isinstance(body, dict):
-        raise _invalid([], "The request body must be a JSON object", "dict_type")
-
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise _invalid(["body", "model"], "Field required: a non-empty model name", "missing")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _invalid(["body", "messages"], "Field required: a non-empty list of messages", "missing")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES:
-            roles = ", ".join(MESSAGE_ROLES)
-            raise _invalid(["body", "messages", str(index), "role"], f"Role must be one of {roles}", "literal_error")
-
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _invalid(["body", "stream"], "Input should be a valid boolean", "bool_type")
-    max_tokens = _optional_int(body, "max_tokens", minimum=1)
-    random_seed = _optional_int(body, "random_seed", minimum=0)
-    return ChatRequest(model, messages, stream, max_tokens, random_seed, judge.is_judge_request(body))
-
-
-def _optional_int(body: dict[str, Any], name: str, minimum: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _invalid(["body", name], f"Input should be an integer >= {minimum}", "int_type")
-    return value
-
-
-def _invalid(location: list[str], message: str, error_type: str) -> RequestInvalid:
-    return RequestInvalid(JSONResponse(validation_error_body(location, message, error_type), status_code=422))
+    return JSONResponse(reply.full_response(), headers=headers)
 
 
 def _reject_by_limit_or_fault(
@@ -255,10 +171,12 @@ def _reject_by_limit_or_fault(
         cumulative += rate
         if draw < cumulative:
             record.fault = fault
+            logger.debug("simulator.fault_injected fault=%s model=%s request_id=%s", fault, model, record.request_id)
             break
+
     if record.fault == "429":
-        # NOTE: HTTP allows whole seconds only; a fractional retry_after_s is sent as given so
-        # that tests can use short waits, and clients that parse it as a float accept it.
+        # NOTE: HTTP allows whole seconds only. A fractional retry_after_s is sent as given, so
+        # tests can use short waits with clients that parse the header as a float.
         return _rate_limited(format_number(faults.retry_after_s))
     if record.fault == "500":
         body = error_body("Internal server error (injected by the simulator)", "internal_server_error")
@@ -271,7 +189,13 @@ def _rate_limited(retry_after: str) -> Response:
     return JSONResponse(body, status_code=429, headers={"Retry-After": retry_after})
 
 
-def _plan(state: SimulatorState, chat: ChatRequest, profile: ModelProfile, task: judge.JudgeTask | None, record: RequestRecord) -> Plan:
+def _plan(
+    state: SimulatorState,
+    chat: ChatRequest,
+    profile: ModelProfile,
+    task: judge.JudgeTask | None,
+    record: RequestRecord,
+) -> Plan:
     """Draw the plan, register a completion's text for the judge, and copy the plan to the record."""
     if chat.random_seed is not None:
         rng = request_rng(state.config.seed, chat.model, chat.messages, chat.random_seed)
@@ -304,73 +228,3 @@ def _judge_output(state: SimulatorState, model: str, profile: ModelProfile, task
         return judge.render_pairwise(mode, winner)
     scores = judge.score_answer(task.answers[0], qualities[0], profile.judge.length_bias, seed)
     return judge.render_single(mode, scores)
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """What a response body needs besides the record: ids, the plan and the start time."""
-
-    completion_id: str
-    model: str
-    created: int
-    plan: Plan
-    include_usage: bool
-    arrived: float
-
-    def token_deadline(self, index: int) -> float:
-        """Event-loop time at which content token ``index`` (0-based) is due."""
-        return self.arrived + (self.plan.ttft_ms + max(index, 0) * self.plan.itl_ms) / 1000
-
-
-async def stream_body(reply: _Reply, record: RequestRecord, cut: bool) -> AsyncIterator[bytes]:
-    plan = reply.plan
-    yield sse_event(stream_chunk(reply.completion_id, reply.model, reply.created, {"role": "assistant", "content": ""}))
-    to_send = plan.output_tokens // 2 if cut else plan.output_tokens
-    for index in range(to_send):
-        await sleep_until(reply.token_deadline(index))
-        is_last = index == plan.output_tokens - 1
-        usage = usage_block(plan.prompt_tokens, plan.output_tokens) if is_last and reply.include_usage else None
-        finish_reason = plan.finish_reason if is_last else None
-        delta = {"content": plan.tokens[index]}
-        yield sse_event(stream_chunk(reply.completion_id, reply.model, reply.created, delta, finish_reason, usage))
-        record.tokens_sent = index + 1
-    if cut:
-        record.outcome = "cut"
-        raise SimulatedStreamCut(f"stream cut after {to_send} of {plan.output_tokens} tokens")
-    record.outcome = "completed"
-    yield SSE_DONE
-
-
-async def cut_json_body(reply: _Reply, record: RequestRecord) -> AsyncIterator[bytes]:
-    """Send the first half of a non-streamed response body, then drop the connection."""
-    plan = reply.plan
-    await sleep_until(reply.token_deadline(plan.output_tokens // 2))
-    usage = usage_block(plan.prompt_tokens, plan.output_tokens)
-    body = completion_response(reply.completion_id, reply.model, reply.created, plan.text, plan.finish_reason, usage)
-    encoded = json.dumps(body).encode()
-    yield encoded[: len(encoded) // 2]
-    record.outcome = "cut"
-    raise SimulatedStreamCut("response body cut in the middle")
-
-
-async def sleep_until(deadline: float) -> None:
-    loop = asyncio.get_running_loop()
-    while (delay := deadline - loop.time()) > 0:
-        await asyncio.sleep(delay)
-
-
-async def sleep_or_disconnect(receive: Receive, delay_s: float) -> bool:
-    """Sleep for delay_s seconds; return True early if the client disconnects meanwhile."""
-    if delay_s <= 0:
-        return False
-
-    async def wait_for_disconnect() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(wait_for_disconnect())
-    try:
-        done, _ = await asyncio.wait({watcher}, timeout=delay_s)
-        return watcher in done
-    finally:
-        watcher.cancel()

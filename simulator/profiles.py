@@ -96,7 +96,7 @@ class FaultProfile:
 
 @dataclass(frozen=True)
 class JudgeProfile:
-    """How this model behaves when it is called as a judge (JSON mode)."""
+    """Judge behaviour of a model, used when a request sets JSON mode."""
 
     mode: str = "valid"
     retry_mode: str = "valid"
@@ -163,8 +163,8 @@ def parse_config(raw: Any) -> SimulatorConfig:
         raise ConfigError("models", f"must be an object of model name to profile, got {_type_name(models_raw)}")
     models = {}
     for name, profile_raw in models_raw.items():
-        if not name.strip():
-            raise ConfigError("models", "model names must not be empty")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError("models", f"model names must be non-empty strings, got {name!r}")
         models[name] = parse_profile(profile_raw, f"models.{name}")
 
     default = None

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import uvicorn
 
 from simulator.app import create_app
-from simulator.completions import SimulatedStreamCut
+from simulator.sending import SimulatedStreamCut
+from simulator.profiles import ConfigError
 
 logger = logging.getLogger("simulator")
 
@@ -61,7 +62,8 @@ def uvicorn_config(app: Any, host: str, port: int, *, log_level: str = "info", a
         access_log=access_log,
         lifespan="off",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        # The default backlog of 2048 is enough; keep-alive must outlast a client's pause between calls.
+        # Longer than the 5 s idle expiry of httpx2's pool (the SDK's client), so clients close idle
+        # connections first. A server-side close can race a new request and look like a fault.
         timeout_keep_alive=30,
     )
 
@@ -79,7 +81,7 @@ def serve(
     app = create_app(config)
     install_stream_cut_filter()
     models = sorted(app.state.simulator.config.models)
-    logger.info("simulator.starting", extra={"host": host, "port": port, "models": models})
+    logger.info("simulator.starting host=%s port=%s models=%s", host, port, ",".join(models))
     uvicorn.Server(uvicorn_config(app, host, port, log_level=log_level, access_log=access_log)).run()
 
 
@@ -104,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         serve(args.host, args.port, args.config, log_level=args.log_level, access_log=not args.no_access_log)
+    except ConfigError as exc:
+        print(f"error: invalid simulator config: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,9 @@ class RequestRecord:
     itl_ms: float | None = None
     output_tokens: int | None = None
     tokens_sent: int = 0
+    # Worst lateness of a streamed token against its deadline, in ms. A high value means the
+    # simulator itself was the bottleneck, so measured timings exceed the injected ones.
+    max_send_lag_ms: float = 0.0
     prompt_tokens: int | None = None
     finish_reason: str | None = None
     outcome: str = "in_progress"

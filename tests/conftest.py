@@ -139,6 +139,8 @@ def stack_env(services: Services, simulator_url: str) -> Iterator[dict[str, str]
         "MISTRALMETER_REQUESTS_PER_MINUTE": "100000",
         "MISTRALMETER_TOKENS_PER_MINUTE": "100000000",
         "MISTRALMETER_LOG_LEVEL": "WARNING",
+        # A queue of its own, so test sessions running at once never take each other's tasks.
+        "MISTRALMETER_QUEUE": f"mistralmeter-test-{os.getpid()}",
     }
     saved = {name: os.environ.get(name) for name in [*env, "MISTRAL_API_KEY"]}
     os.environ.update(env)
@@ -146,11 +148,11 @@ def stack_env(services: Services, simulator_url: str) -> Iterator[dict[str, str]
     get_settings.cache_clear()
     dispose_engines()
 
-    redis.Redis.from_url(services.redis_url).flushdb()
     upgrade_database(env["DATABASE_URL"])
     try:
         yield env
     finally:
+        redis.Redis.from_url(services.redis_url).delete(env["MISTRALMETER_QUEUE"])
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -187,6 +189,7 @@ def celery_worker(settings) -> Iterator[Any]:
     from workers.celery_app import celery_app
 
     celery_app.conf.broker_url = settings.redis_url
+    celery_app.conf.task_default_queue = settings.queue_name
     with start_worker(
         celery_app,
         pool="threads",

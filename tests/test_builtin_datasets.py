@@ -198,7 +198,7 @@ def test_mt_bench_gpt4_answer_fills_missing_reference(mt_bench):
     assert item.metadata["reference_file"] == "reference_answer_gpt-4.jsonl"
 
 
-def test_mt_bench_empty_first_reference_turn_gives_no_reference(mt_bench):
+def test_mt_bench_empty_reference_turn_skipped(mt_bench):
     item = next(item for item in mt_bench.items if item.id == "133")
 
     assert item.metadata["reference_turns"][0] == ""

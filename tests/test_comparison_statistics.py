@@ -236,7 +236,7 @@ def test_prompts_needed_none_when_significant():
     result = pairwise_outcome(9, 0, 1)
 
     assert result["prompts_needed"] is None
-    assert "already excludes 0.5" in result["note"]
+    assert "already significant" in result["note"]
 
 
 def test_prompts_needed_none_at_half():
@@ -361,3 +361,13 @@ def test_spearman_constant_input(x, y, subject):
 def test_spearman_rejects_unequal_lengths():
     with pytest.raises(ValueError, match="got 3 and 4 values"):
         spearman([1, 2, 3], [1, 2, 3, 4])
+
+
+def test_pairwise_outcome_needs_sign_test_for_winner():
+    """4 wins of 4: Wilson gives (0.51, 1.0) but the exact sign test gives p = 0.125."""
+    result = pairwise_outcome(4, 0, 0)
+
+    assert result["ci_low"] > 0.5
+    assert result["p_value"] == 0.125
+    assert result["winner"] is None
+    assert result["verdict"] == "no significant difference"

@@ -683,7 +683,7 @@ def test_parse_dataset_csv_empty_id_cell():
     assert error.message == "item 1 (line 2): missing required field 'id'"
 
 
-def test_parse_dataset_csv_long_cell_over_csv_module_default():
+def test_parse_dataset_csv_cell_over_131072_chars():
     # The csv module's default field limit is 131,072 characters.
     prompt = "y" * 200_000
 

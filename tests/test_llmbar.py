@@ -213,7 +213,12 @@ def broken(change):
         ),
         (
             broken(lambda r: r["results"][0]["swap = False"].update(winner="3")),
-            r"record 1: field results\[-1\]\['swap = False'\]\[\"winner\"\] must be \"1\", \"2\" or null; got '3'",
+            r"record 1: field results\[-1\]\['swap = False'\]\[\"winner\"\] "
+            r"must be \"1\", \"2\" or null; got '3'",
+        ),
+        (
+            broken(lambda r: r["results"][0]["swap = False"].pop("winner")),
+            r"record 1: field results\[-1\]\['swap = False'\]\[\"winner\"\] is missing",
         ),
         (
             broken(lambda r: r["results"][0]["swap = False"].update(winner=1)),

@@ -40,6 +40,7 @@ CONFIG = {
         "fault-500": {**INSTANT, "faults": {"rate_500": 1}},
         "fault-cut": {**INSTANT, "output_tokens": 10, "faults": {"rate_cut": 1}},
         "fault-hang": {**INSTANT, "faults": {"rate_hang": 1, "hang_s": 30}},
+        "fault-short-hang": {**INSTANT, "faults": {"rate_hang": 1, "hang_s": 0.3}},
         "limited": {**INSTANT, "rpm_limit": 3},
         "judge-retry": {**INSTANT, "judge": {"mode": "refusal", "retry_mode": "valid"}},
         "judge-length": {**INSTANT, "judge": {"length_bias": 3.0}},
@@ -243,6 +244,7 @@ def test_requests_log_reports_plan(client, base_url):
     assert record["itl_ms"] == pytest.approx(float(headers["x-simulator-itl-ms"]), abs=0.001)
     assert record["output_tokens"] == int(headers["x-simulator-output-tokens"])
     assert record["tokens_sent"] == record["output_tokens"]
+    assert 0 <= record["max_send_lag_ms"] < 100
     assert record["finished_at"] >= record["received_at"]
 
 
@@ -267,6 +269,16 @@ def test_models_list_shows_configured_models(client):
     names = {card.id for card in models.data}
     assert names == set(CONFIG["models"])
     assert {card.owned_by for card in models.data} == {"mistralmeter-simulator"}
+
+
+def test_models_retrieve_known_and_unknown(client):
+    card = client.models.retrieve(model_id="fast")
+    with pytest.raises(SDKError) as caught:
+        client.models.retrieve(model_id="no-such-model")
+
+    assert card.id == "fast"
+    assert card.owned_by == "mistralmeter-simulator"
+    assert caught.value.status_code == 404
 
 
 def test_unknown_model_without_default_is_400(client):
@@ -338,6 +350,14 @@ def test_fault_hang_hits_client_timeout(client, base_url):
     assert record["status"] is None
 
 
+def test_fault_hang_ends_after_hang_s(client):
+    events, times, _ = stream_contents(client, model="fault-short-hang", messages=USER)
+
+    assert times[0] >= 0.3
+    assert len(events) == 13
+    assert events[-1].choices[0].finish_reason == "stop"
+
+
 def _wait_for_record(base_url, predicate, timeout_s=3.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -375,10 +395,12 @@ def test_judge_single_mode_output_shape(client, mode):
         assert text.startswith('{"clarity": ')
         return
     if mode == "fenced":
-        assert text.startswith("```json\n") and text.endswith("\n```")
+        assert text.startswith("```json\n")
+        assert text.endswith("\n```")
         payload = json.loads(text[len("```json\n") : -len("\n```")])
     elif mode == "prose":
-        assert not text.startswith("{") and not text.endswith("}")
+        assert not text.startswith("{")
+        assert not text.endswith("}")
         payload = json.loads(text[text.index("{") : text.rindex("}") + 1])
     else:
         payload = json.loads(text)
@@ -571,9 +593,12 @@ def test_builtin_config_profiles_are_fast_and_ordered():
     assert set(exported["models"]) == expected
     assert "default" in exported
     for profile in exported["models"].values():
-        assert 150 <= profile["ttft_ms"]["min"] and profile["ttft_ms"]["max"] <= 600
-        assert 2 <= profile["itl_ms"]["min"] and profile["itl_ms"]["max"] <= 10
-        assert 40 <= profile["output_tokens"]["min"] and profile["output_tokens"]["max"] <= 150
+        assert profile["ttft_ms"]["min"] >= 150
+        assert profile["ttft_ms"]["max"] <= 600
+        assert profile["itl_ms"]["min"] >= 2
+        assert profile["itl_ms"]["max"] <= 10
+        assert profile["output_tokens"]["min"] >= 40
+        assert profile["output_tokens"]["max"] <= 150
     quality = {name: profile["quality"] for name, profile in exported["models"].items()}
     assert quality["mistral-large-latest"] > quality["mistral-medium-latest"] > quality["mistral-small-latest"]
     assert quality["mistral-small-latest"] > quality["open-mistral-nemo"] > quality["ministral-8b-latest"]

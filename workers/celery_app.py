@@ -6,11 +6,24 @@ from celery import Celery, Task
 from celery.signals import setup_logging, worker_process_init
 
 from mistralmeter.logging_setup import configure_logging
-from mistralmeter.settings import get_settings
+from mistralmeter.settings import Settings, get_settings
 from models.db import dispose_engines
 
 # Redelivery waits for the visibility timeout, so it must outlast the longest task.
 VISIBILITY_MARGIN_S = 300
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    """Return the seconds after which Redis hands an unacknowledged task to another worker.
+
+    Tasks of a worker killed with SIGKILL wait this long before they run again. A task that
+    runs longer than this while its worker lives also runs a second time, which the idempotent
+    run writes absorb, but it costs model calls. NOTE: the threads pool does not enforce
+    soft_time_limit, so the default margin bounds only tasks that finish on their own.
+    """
+    if settings.visibility_timeout_s is not None:
+        return settings.visibility_timeout_s
+    return settings.task_soft_time_limit_s + VISIBILITY_MARGIN_S
 
 
 def create_celery_app() -> Celery:
@@ -26,9 +39,9 @@ def create_celery_app() -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": settings.task_soft_time_limit_s + VISIBILITY_MARGIN_S,
+            "visibility_timeout": visibility_timeout_s(settings),
         },
-        task_default_queue="mistralmeter",
+        task_default_queue=settings.queue_name,
         worker_send_task_events=True,
         task_send_sent_event=True,
     )

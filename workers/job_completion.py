@@ -11,7 +11,8 @@ from sqlalchemy import func
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings
 from models.db import session_scope
-from models.run_writes import job_progress, lock_job
+from models.run_writes import job_progress, lock_job, pairs_pending
+from workers.comparison_results import comparison_section, load_pairwise
 from workers.job_results import build_result, load_run_rows
 
 logger = logging.getLogger(__name__)
@@ -27,9 +28,14 @@ def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
         progress = job_progress(session, job)
         if progress.finished < progress.total:
             return False
+        if job.kind == "comparison" and pairs_pending(session, job) > 0:
+            return False
 
         rows = load_run_rows(session, job.id)
-        job.result = build_result(job, rows)
+        result = build_result(job, rows)
+        if job.kind == "comparison":
+            result["comparison"] = comparison_section(job, rows, load_pairwise(session, job.id))
+        job.result = result
         job.finished_at = func.now()
         if progress.total > 0 and progress.failed == progress.total:
             job.status = "failed"

@@ -377,7 +377,7 @@ class RateLimiter:
     """Shared limits for one "provider:model" key.
 
     `window_s` is the length of the sliding window behind requests_per_minute and
-    tokens_per_minute; only tests shorten it. `max_poll_s` caps one sleep between attempts,
+    tokens_per_minute. Only tests shorten it. `max_poll_s` caps one sleep between attempts,
     because a slot freed by release() is only noticed at the next attempt. With `adaptive`, a
     429 halves the in-flight limit (at most once per `aimd_cooldown_s`, floor 1) and every
     `successes_per_increase` successes add one back, up to limits.max_in_flight.

@@ -12,6 +12,7 @@ from models.jobs import Job
 from workers.celery_app import EvaluationTask, celery_app
 from workers.evaluation import RunKey, execute_run
 from workers.job_completion import finalize_if_complete
+from workers.pairwise import ensure_pair_judged
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,18 @@ def run_task(*, job_id: str, item_id: str, model: str, repetition: int) -> str:
     settings = get_settings()
     key = RunKey(uuid.UUID(job_id), item_id, model, repetition)
     outcome = execute_run(settings, key)
+    if job_kind(settings, key.job_id) == "comparison":
+        ensure_pair_judged(settings, key.job_id, item_id, repetition)
 
     # Also after a skipped run: the delivery that wrote the last run may have died before this.
     finalize_if_complete(settings, key.job_id)
     return outcome
+
+
+def job_kind(settings, job_id: uuid.UUID) -> str | None:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        return job.kind if job is not None else None
 
 
 @celery_app.task(name="mistralmeter.finalize_job", base=EvaluationTask, soft_time_limit=120)
