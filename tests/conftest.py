@@ -7,6 +7,7 @@ wheels. Tests that need them are never skipped: a service that cannot be had is 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -31,6 +32,7 @@ TEST_SIMULATOR_CONFIG: dict[str, Any] = {
         "sim-small": {"ttft_ms": 40, "itl_ms": 2, "output_tokens": 20, "quality": 6.0},
         "sim-large": {"ttft_ms": 60, "itl_ms": 3, "output_tokens": 30, "quality": 8.0},
         "sim-judge": {"ttft_ms": 5, "itl_ms": 0, "output_tokens": 60},
+        "sim-no-usage": {"ttft_ms": 10, "itl_ms": 1, "output_tokens": 12, "include_usage": False},
     },
 }
 
@@ -139,6 +141,10 @@ def stack_env(services: Services, simulator_url: str) -> Iterator[dict[str, str]
         "MISTRALMETER_REQUESTS_PER_MINUTE": "100000",
         "MISTRALMETER_TOKENS_PER_MINUTE": "100000000",
         "MISTRALMETER_LOG_LEVEL": "WARNING",
+        # USD per million tokens for the simulated models, so cost arithmetic can be checked.
+        "MISTRALMETER_PRICES": json.dumps(
+            {"sim-small": {"input": 1.0, "output": 2.0}, "sim-judge": {"input": 0.5, "output": 4.0}}
+        ),
         # A queue of its own, so test sessions running at once never take each other's tasks.
         "MISTRALMETER_QUEUE": f"mistralmeter-test-{os.getpid()}",
     }

@@ -231,3 +231,86 @@ def _job_count(session) -> int:
 
     session.expire_all()
     return session.execute(select(func.count()).select_from(Job)).scalar_one()
+
+
+def test_missing_usage_gives_flagged_estimate(client, celery_worker, db_session):
+    """A stream without usage yields token counts estimated from text, marked as estimates."""
+    response = client.post(
+        "/evaluate", json={"prompt": {"prompt": "abcdefgh"}, "model": "sim-no-usage"}
+    )
+    job = wait_for_job(client, response.get_json()["job_id"])
+    run = db_session.execute(
+        select(Run).where(Run.job_id == uuid.UUID(job["id"]))
+    ).scalar_one()
+
+    assert run.tokens_estimated is True
+    # ceil(len(text) / 4): the prompt has 8 characters, the response its own length.
+    assert run.input_tokens == 2
+    assert run.output_tokens == -(-len(run.response) // 4)
+    assert job["result"]["metrics"]["tokens"]["estimated"] is True
+    # No judge was requested, so there is no quality block.
+    assert job["result"]["metrics"]["quality"] is None
+
+
+def test_cost_uses_price_table_and_splits_judge_cost(client, celery_worker, db_session):
+    response = client.post(
+        "/evaluate/batch",
+        json={
+            "prompts": [{"prompt": "One"}, {"prompt": "Two"}],
+            "model": "sim-small",
+            "judge_model": "sim-judge",
+        },
+    )
+    job = wait_for_job(client, response.get_json()["job_id"])
+    rows = db_session.execute(
+        select(Run, Judgement)
+        .join(Judgement, Judgement.run_id == Run.id)
+        .where(Run.job_id == uuid.UUID(job["id"]))
+    ).all()
+
+    candidate = 0.0
+    judge = 0.0
+    for run, judgement in rows:
+        expected = (run.input_tokens * 1.0 + run.output_tokens * 2.0) / 1_000_000
+        assert run.cost_usd == pytest.approx(expected)
+        judge_expected = (judgement.input_tokens * 0.5 + judgement.output_tokens * 4.0) / 1_000_000
+        assert judgement.cost_usd == pytest.approx(judge_expected)
+        candidate += expected
+        judge += judge_expected
+
+    cost = job["result"]["summary"]["sim-small"]["cost"]
+    assert cost["candidate_usd"] == pytest.approx(candidate)
+    assert cost["judge_usd"] == pytest.approx(judge)
+    assert cost["per_1000_prompts_usd"] == pytest.approx((candidate + judge) / 2 * 1000)
+    assert cost["estimate"] is True
+    assert cost["prices_as_of"]
+
+
+def test_cancel_stops_a_job(client, celery_worker, simulator_url):
+    import copy
+
+    from tests.conftest import TEST_SIMULATOR_CONFIG, simulator_config
+
+    slow = copy.deepcopy(TEST_SIMULATOR_CONFIG)
+    slow["models"]["sim-small"]["ttft_ms"] = 2000
+    with simulator_config(simulator_url, slow):
+        response = client.post(
+            "/evaluate",
+            json={"prompt": {"prompt": "x"}, "model": "sim-small", "runs": 40},
+        )
+        job_id = response.get_json()["job_id"]
+        cancelled = client.post(f"/jobs/{job_id}/cancel")
+        again = client.post(f"/jobs/{job_id}/cancel")
+
+    assert cancelled.status_code == 200
+    assert cancelled.get_json()["status"] == "cancelled"
+    assert again.status_code == 409
+    assert "already cancelled" in again.get_json()["message"]
+    assert client.get(f"/jobs/{job_id}").get_json()["status"] == "cancelled"
+
+
+def test_unknown_job_is_404(client):
+    assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404
+    response = client.get("/jobs/not-a-uuid")
+    assert response.status_code == 404
+    assert "UUID" in response.get_json()["message"]
