@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     configure_logging(settings)
 
-    from api import compare, datasets, evaluate, health, jobs
+    from api import compare, datasets, evaluate, health, jobs, schedules
+    from api import ratings
     from api.errors import register_error_handlers
     from api.extensions import api
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(datasets.blueprint)
     api.register_blueprint(jobs.blueprint)
     api.register_blueprint(compare.blueprint)
+    api.register_blueprint(schedules.blueprint)
+    api.register_blueprint(ratings.blueprint)
     return app
 
 

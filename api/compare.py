@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.parsing import JSON_PARSER
 from api.datasets import resolve_dataset_items
 from api.evaluate import accepted
 from api.job_submission import check_models, settings_for_app, submit_job
@@ -15,6 +16,8 @@ from api.schemas import CompareSchema, JobAcceptedSchema
 blueprint = Blueprint(
     "compare", __name__, url_prefix="/compare", description="Compare two models"
 )
+# Set before the routes, because blueprint.arguments() binds the parser it finds.
+blueprint.ARGUMENTS_PARSER = JSON_PARSER
 
 
 @blueprint.route("")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+
+from api.parsing import JSON_PARSER
 from marshmallow import ValidationError
 
-from api.errors import NotFound, Unprocessable
+from api.errors import BadRequest, NotFound, Unprocessable
 from api.evaluate import accepted
 from api.job_submission import check_models, settings_for_app, submit_job
 from api.schemas import DatasetEvaluateBodySchema, DatasetEvaluateQuerySchema, JobAcceptedSchema
@@ -26,6 +29,8 @@ from models.db import session_scope
 from models.datasets import Dataset
 
 blueprint = Blueprint("datasets", __name__, url_prefix="/datasets", description="Prompt sets")
+# Set before the routes, because blueprint.arguments() binds the parser it finds.
+blueprint.ARGUMENTS_PARSER = JSON_PARSER
 
 MAX_DESCRIPTION_CHARS = 2_000
 
@@ -139,13 +144,17 @@ class DatasetEvaluateView(MethodView):
 
 def _merge_query_and_body(query: dict[str, Any]) -> dict[str, Any]:
     """Combine query parameters and an optional JSON body; the body wins where both are set."""
-    body = request.get_json(silent=True) if request.get_data(cache=True) else {}
-    if body is None:
-        raise Unprocessable(
-            "request body must be a JSON object (Content-Type: application/json), or empty "
-            "with model and judge_model as query parameters",
-            field="body",
-        )
+    raw = request.get_data(cache=True)
+    body: Any = {}
+    if raw:
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(
+                "request body is not valid JSON; send a JSON object with "
+                "Content-Type: application/json, or no body and query parameters",
+                field="body",
+            ) from exc
     if not isinstance(body, dict):
         raise Unprocessable("request body must be a JSON object", field="body")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_smorest import Api
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from mistralmeter.logging_setup import log_fields
 
@@ -29,6 +29,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.errors = errors if errors is not None else ({field: [message]} if field else None)
+
+
+class BadRequest(ApiError):
+    status_code = 400
 
 
 class NotFound(ApiError):
@@ -135,7 +139,7 @@ def _handle_unexpected(error: Exception):
     logger.exception("unhandled error", extra=log_fields(path=request.path))
     payload = {
         "code": 500,
-        "status": InternalServerError.name,
+        "status": _status_name(500),
         "message": "internal error; the server log has the details",
     }
     return payload, 500

@@ -8,6 +8,7 @@ from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.parsing import JSON_PARSER
 from api.errors import Unprocessable
 from api.job_submission import check_models, settings_for_app, submit_job
 from api.schemas import BatchSchema, EvaluateSchema, JobAcceptedSchema
@@ -15,6 +16,8 @@ from api.schemas import BatchSchema, EvaluateSchema, JobAcceptedSchema
 blueprint = Blueprint(
     "evaluate", __name__, url_prefix="/evaluate", description="Evaluate prompts given inline"
 )
+# Set before the routes, because blueprint.arguments() binds the parser it finds.
+blueprint.ARGUMENTS_PARSER = JSON_PARSER
 
 
 @blueprint.route("")

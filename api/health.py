@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+
+from api.parsing import JSON_PARSER
 from sqlalchemy import text
 
 from api.job_submission import settings_for_app
@@ -11,6 +13,8 @@ from models.db import session_scope
 from workers.calls import redis_client
 
 blueprint = Blueprint("health", __name__, url_prefix="/health", description="Service health")
+# Set before the routes, because blueprint.arguments() binds the parser it finds.
+blueprint.ARGUMENTS_PARSER = JSON_PARSER
 
 # Worker discovery waits this long for replies; /health must stay fast under polling.
 PING_TIMEOUT_S = 1.0

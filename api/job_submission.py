@@ -33,7 +33,7 @@ def check_models(settings: Settings, fields_and_models: dict[str, str | None]) -
         if model not in available:
             choices = ", ".join(sorted(available)) or "none"
             raise Unprocessable(
-                f"unknown model {model!r}; the server offers: {choices}", field=field
+                f"{field}: unknown model {model!r}; the server offers: {choices}", field=field
             )
 
 

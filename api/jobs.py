@@ -8,6 +8,8 @@ from typing import Any
 from flask import Response, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
+
+from api.parsing import JSON_PARSER
 from sqlalchemy import func, select, update
 
 from api.errors import Conflict, NotFound
@@ -19,6 +21,8 @@ from models.jobs import FINISHED_STATUSES, Job
 from models.run_writes import job_progress
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/jobs", description="Jobs and their results")
+# Set before the routes, because blueprint.arguments() binds the parser it finds.
+blueprint.ARGUMENTS_PARSER = JSON_PARSER
 
 
 def parse_job_id(job_id: str) -> uuid.UUID:

@@ -17,7 +17,7 @@ EXPORT_FORMATS = ("json", "jsonl", "csv")
 
 
 class ApiError(Exception):
-    """The API rejected a request, answered with something unexpected, or was unreachable.
+    """The API rejected a request, returned something unexpected, or was unreachable.
 
     status_code is None when no HTTP response arrived. errors holds the per-field validation
     errors of the API's error body, keyed by field name.

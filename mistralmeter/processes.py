@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
+
+from mistralmeter.settings import environment_copy
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +99,8 @@ def migrate_command() -> list[str]:
 def find_free_port(host: str = LOOPBACK_HOST) -> int:
     """Return a TCP port that is free on host right now.
 
-    NOTE: another program can take the port between this call and the child binding it; the
-    child then fails to start and its health check names its log file.
+    NOTE: another program can take the port before the child binds it. The child then fails
+    to start, and the stack's error names the child's log file.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -110,7 +113,7 @@ def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
     This passes the environment on unchanged (PATH, MISTRAL_API_KEY, MISTRALMETER_* tuning);
     it does not read settings, which stay in mistralmeter/settings.py.
     """
-    environment = dict(os.environ)
+    environment = environment_copy()
     environment.update(overrides)
     # Unbuffered output keeps a child's log file current when it is read after a failure.
     environment["PYTHONUNBUFFERED"] = "1"
@@ -158,7 +161,9 @@ class ManagedProcess:
         self.pid_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            log_file.write(f"--- {started} starting: {' '.join(self.argv)}\n".encode())
+            # One header line per start, so a log that spans several starts can be split.
+            command = shlex.join(self.argv).replace("\n", "\\n")
+            log_file.write(f"--- {started} starting: {command}\n".encode())
             log_file.flush()
             self._popen = subprocess.Popen(
                 self.argv,

@@ -28,7 +28,7 @@ EXIT_TERMINATED = 143
 
 @dataclass(frozen=True)
 class RunRequest:
-    """What `mistralmeter run` submits and where it writes the exports."""
+    """Request of one `mistralmeter run`: the jobs to submit and where to write the exports."""
 
     dataset: str
     models: tuple[str, ...]
@@ -130,6 +130,23 @@ def cancel_jobs(client: ApiClient, jobs: list[TrackedJob], console: Console | No
             console.print(message)
 
 
+def warn_if_unhealthy(client: ApiClient, console: Console) -> None:
+    """Print a warning when GET /health reports a failing part or no worker; jobs would wait.
+
+    An API that cannot be reached raises ApiError, so the command stops before submitting.
+    """
+    health = client.health()
+    services_ok = health.get("database") == "ok" and health.get("redis") == "ok"
+    workers = health.get("workers") or 0
+    if services_ok and workers >= 1:
+        return
+    if services_ok:
+        problem = "no Celery worker responded, so the jobs will wait in the queue until one starts"
+    else:
+        problem = f"the API reports itself unhealthy: {health}"
+    console.print(f"warning: {problem}.", style="yellow", highlight=False)
+
+
 def make_progress_display(console: Console) -> ProgressDisplay:
     """Return progress bars on a terminal, plain lines when output goes to a file or a pipe."""
     if console.is_terminal:
@@ -196,8 +213,18 @@ class PlainProgressDisplay:
         pass
 
 
-def report_jobs(client: ApiClient, jobs: list[TrackedJob], request: RunRequest, console: Console) -> int:
-    """Print each job's summary or error, write the exports, and return the exit code."""
+def report_jobs(
+    client: ApiClient,
+    jobs: list[TrackedJob],
+    request: RunRequest,
+    console: Console,
+    *,
+    api_stays_up: bool = True,
+) -> int:
+    """Print each job's summary or error, write the exports, and return the exit code.
+
+    api_stays_up is True when the API outlives this command, so its results URL is worth printing.
+    """
     exit_code = EXIT_OK
     for job in jobs:
         if job.status != "succeeded":
@@ -212,11 +239,11 @@ def report_jobs(client: ApiClient, jobs: list[TrackedJob], request: RunRequest, 
             console.print(f"Could not export the results of job {job.job_id}: {exc}", style="bold red")
             exit_code = EXIT_API_ERROR
             continue
-        console.print(
-            f"Full results of job {job.job_id}: " + ", ".join(str(path) for path in paths)
-            + f" (also at {client.base_url}{result.get('results_url') or f'/jobs/{job.job_id}/results'})",
-            highlight=False,
-        )
+        message = f"Full results of job {job.job_id}: " + ", ".join(str(path) for path in paths)
+        if api_stays_up:
+            results_path = result.get("results_url") or f"/jobs/{job.job_id}/results"
+            message += f" (also at {client.base_url}{results_path})"
+        console.print(message, highlight=False)
     return exit_code
 
 
@@ -239,11 +266,12 @@ def run_evaluation(
     console: Console,
     *,
     check_stack: Callable[[], None] | None = None,
+    api_stays_up: bool = True,
 ) -> int:
     """Submit, follow and report the jobs of one `mistralmeter run`; return the exit code.
 
     Any exception while the jobs run (Ctrl-C, SIGTERM, a stopped stack) cancels the
-    unfinished jobs and is raised again; an ApiError while polling is raised as it is.
+    unfinished jobs and is raised again. An ApiError while polling is raised without cancelling.
     """
     jobs = submit_jobs(client, request)
     for job in jobs:
@@ -274,7 +302,7 @@ def run_evaluation(
             cancel_jobs(client, jobs, console)
         raise
     display.close()
-    return report_jobs(client, jobs, request, console)
+    return report_jobs(client, jobs, request, console, api_stays_up=api_stays_up)
 
 
 def _progress_counts(body: dict[str, Any]) -> tuple[int, int, int]:

@@ -106,7 +106,7 @@ def _check_worker(args: argparse.Namespace) -> str | None:
     celery_app = getattr(importlib.import_module(module_name), attribute)
     replies = celery_app.control.ping(destination=[node], timeout=args.timeout)
     if not any(node in reply for reply in replies):
-        return f"Celery node {node} did not answer a ping within {args.timeout:.0f} s"
+        return f"Celery node {node} did not respond to a ping within {args.timeout:.0f} s"
     return None
 
 
@@ -135,58 +135,70 @@ def _check_services(args: argparse.Namespace) -> str | None:
     return None
 
 
+LOG_LEVEL_HELP = "log level (default: MISTRALMETER_LOG_LEVEL, else INFO)"
+REPLACES_PROCESS = "(replaces this process)"
+
+
 def add_api_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("api", help="serve the HTTP API with gunicorn (replaces this process)")
+    parser = subparsers.add_parser("api", help=f"serve the HTTP API with gunicorn {REPLACES_PROCESS}")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; use 0.0.0.0 in a container)"
+        "--host", default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; use 0.0.0.0 in a container)",
     )
-    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
-    parser.add_argument("--workers", type=positive_int, default=2, help="gunicorn worker processes (default: 2)")
-    parser.add_argument("--threads", type=positive_int, default=8, help="threads per gunicorn worker (default: 8)")
+    _add_port_argument(parser, 8000)
+    parser.add_argument(
+        "--workers", type=positive_int, default=2, help="gunicorn worker processes (default: 2)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=8, help="threads per gunicorn worker (default: 8)"
+    )
     parser.set_defaults(handler=handle_api)
 
 
 def add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("worker", help="run a Celery worker (replaces this process)")
+    parser = subparsers.add_parser("worker", help=f"run a Celery worker {REPLACES_PROCESS}")
     parser.add_argument(
         "--concurrency", type=positive_int, default=None,
         help="worker threads, i.e. tasks in flight (default: MISTRALMETER_WORKER_CONCURRENCY, else 50)",
     )
-    parser.add_argument("--loglevel", default=None, help="log level (default: MISTRALMETER_LOG_LEVEL, else INFO)")
-    parser.add_argument("--hostname", default=None, help="Celery node name (default: celery@<host name>)")
+    parser.add_argument("--loglevel", default=None, help=LOG_LEVEL_HELP)
     parser.add_argument(
-        "--queues", default=None, help="comma-separated queues to consume (default: every queue the app routes to)"
+        "--hostname", default=None, help="Celery node name (default: celery@<host name>)"
+    )
+    parser.add_argument(
+        "--queues", default=None,
+        help="comma-separated queues to consume (default: MISTRALMETER_QUEUE, else mistralmeter)",
     )
     parser.set_defaults(handler=handle_worker)
 
 
 def add_beat_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "beat", help="run Celery beat, which starts the scheduled benchmarks (replaces this process)"
+        "beat", help=f"run Celery beat, which starts the scheduled benchmarks {REPLACES_PROCESS}"
     )
-    parser.add_argument("--loglevel", default=None, help="log level (default: MISTRALMETER_LOG_LEVEL, else INFO)")
+    parser.add_argument("--loglevel", default=None, help=LOG_LEVEL_HELP)
     parser.add_argument(
         "--schedule-file", type=Path, default=None,
-        help="file where beat stores last-run times (default: celerybeat-schedule in the working folder)",
+        help="file where beat stores last-run times (default: ./celerybeat-schedule)",
     )
     parser.set_defaults(handler=handle_beat)
 
 
 def add_flower_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "flower", help="run Flower, the Celery monitoring UI, against REDIS_URL (replaces this process)"
+        "flower", help=f"run Flower, the Celery monitoring UI, against REDIS_URL {REPLACES_PROCESS}"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5555, help="TCP port to listen on (default: 5555)")
+    _add_host_argument(parser)
+    _add_port_argument(parser, 5555)
     parser.set_defaults(handler=handle_flower)
 
 
 def add_simulator_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "simulator", help="run the Mistral-compatible simulator (replaces this process)"
+        "simulator", help=f"run the Mistral-compatible simulator {REPLACES_PROCESS}"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port to listen on (default: 8765)")
+    _add_host_argument(parser)
+    _add_port_argument(parser, 8765)
     parser.add_argument(
         "--config", type=Path, default=None,
         help="JSON file with per-model latency, output length and error settings",
@@ -195,7 +207,9 @@ def add_simulator_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_migrate_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("migrate", help="apply pending database migrations to DATABASE_URL and exit")
+    parser = subparsers.add_parser(
+        "migrate", help="apply pending database migrations to DATABASE_URL and exit"
+    )
     parser.set_defaults(handler=handle_migrate)
 
 
@@ -206,15 +220,29 @@ def add_healthcheck_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "target", choices=("http", "worker", "services"),
-        help="http: GET URL answers 2xx; worker: the Celery node answers a ping; "
-        "services: DATABASE_URL and REDIS_URL answer",
+        help="http: GET URL returns 2xx; worker: the Celery node responds to a ping; "
+        "services: DATABASE_URL and REDIS_URL respond",
     )
     parser.add_argument(
         "url", nargs="?", default=None,
         help="for http, the URL to GET; for worker, the node name (default: celery@<host name>)",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default: 5)")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for a response (default: 5)"
+    )
     parser.set_defaults(handler=handle_healthcheck)
+
+
+def _add_host_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+
+
+def _add_port_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument(
+        "--port", type=int, default=default, help=f"TCP port to listen on (default: {default})"
+    )
 
 
 SERVICE_SUBCOMMANDS = {

@@ -86,6 +86,9 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
 
+    # Where the embedded stack keeps PostgreSQL, Redis, logs and its lock; None means ./.state.
+    state_dir: str | None = None
+
     @property
     def uses_simulator(self) -> bool:
         """True when model calls go to the bundled simulator instead of the Mistral API."""
@@ -139,6 +142,7 @@ def load_settings() -> Settings:
         visibility_timeout_s=_read("MISTRALMETER_VISIBILITY_TIMEOUT_S", None, int),
         log_level=_read("MISTRALMETER_LOG_LEVEL", defaults.log_level, str),
         log_json=_read("MISTRALMETER_LOG_JSON", defaults.log_json, _parse_bool),
+        state_dir=_read("MISTRALMETER_STATE_DIR", None, str),
     )
 
 
@@ -159,3 +163,8 @@ def get_settings() -> Settings:
 def environment_variable(name: str) -> str | None:
     """Read one variable for code that passes the environment on, such as the stack launcher."""
     return os.environ.get(name)
+
+
+def environment_copy() -> dict[str, str]:
+    """Return a copy of the whole environment, for the launcher to hand to child processes."""
+    return dict(os.environ)

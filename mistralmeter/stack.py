@@ -1,16 +1,14 @@
 """The embedded stack: PostgreSQL, Redis, migrations, simulator, Celery worker and API in one command.
 
-``EmbeddedStack.start`` brings the parts up in dependency order and waits for each to be healthy;
-``EmbeddedStack.stop`` (also run on any exception during start, and by the context manager) stops
-everything it started, in reverse order. A state folder holds the data and the logs, so a second
-start after a crash reuses the database. A lock on the state folder keeps two launchers from
-sharing it; ``read_running_stack`` tells another command where the running stack's API is.
+``EmbeddedStack.start`` brings the parts up in dependency order and waits for each to be healthy.
+``EmbeddedStack.stop`` stops everything it started, in reverse order. It also runs when start
+fails and when the context manager exits. A state folder contains the data and the logs, so a
+second start after a crash reuses the database. The state folder's lock (mistralmeter/state_folder.py)
+keeps two launchers from sharing it.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
 import signal
@@ -21,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -51,12 +48,16 @@ from mistralmeter.processes import (
     worker_command,
 )
 from mistralmeter.settings import environment_variable, get_settings
+from mistralmeter.state_folder import (
+    DEFAULT_STATE_DIR,
+    StateDirBusyError,
+    StateLock,
+    read_running_stack,
+    remove_stack_record,
+    write_stack_record,
+)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_STATE_DIR = Path(".state")
-STATE_DIR_VARIABLE = "MISTRALMETER_STATE_DIR"
-
 
 class StackStartError(RuntimeError):
     """A part of the stack failed to start; names the part and the log file to read."""
@@ -81,19 +82,15 @@ class StackProcessExited(RuntimeError):
         )
 
 
-class StateDirBusyError(RuntimeError):
-    """Another launcher holds the lock on the state folder."""
-
-
 class TerminationRequested(Exception):
     """Raised in the main thread when the process receives SIGTERM, so cleanup code runs."""
 
 
 @dataclass(frozen=True)
 class StackOptions:
-    """What the embedded stack starts and how long it waits.
+    """Options of the embedded stack: the parts it starts and how long it waits for them.
 
-    Ports of None pick a free loopback port. Timeouts and the grace period are in seconds.
+    A port of None picks a free loopback port. Timeouts and the grace period are in seconds.
     """
 
     state_dir: Path = DEFAULT_STATE_DIR
@@ -109,7 +106,7 @@ class StackOptions:
 
 @dataclass(frozen=True)
 class StackEndpoints:
-    """Where the parts of a started stack listen, as passed to its child processes."""
+    """Addresses of a started stack's parts, as passed to its child processes."""
 
     api_url: str
     database_url: str
@@ -119,52 +116,6 @@ class StackEndpoints:
     log_dir: Path
     started_postgres: bool
     started_redis: bool
-
-
-def resolve_state_dir(cli_value: str | None) -> Path:
-    """Return the state folder: the --state-dir value, else $MISTRALMETER_STATE_DIR, else ./.state."""
-    # NOTE: read through environment_variable until Settings has a state_dir field.
-    raw = cli_value or environment_variable(STATE_DIR_VARIABLE)
-    return Path(raw).expanduser().resolve() if raw else DEFAULT_STATE_DIR.resolve()
-
-
-def read_running_stack(state_dir: Path) -> dict[str, Any] | None:
-    """Return the record (pid, api_url, ...) of a live launcher that holds state_dir, else None."""
-    lock = StateLock(state_dir / "stack.lock")
-    if lock.try_acquire():
-        lock.release()
-        return None
-    try:
-        record = json.loads((state_dir / "stack.json").read_text())
-    except (FileNotFoundError, ValueError):
-        # The launcher holds the lock but has not written its record yet: it is still starting.
-        return None
-    return record if isinstance(record, dict) else None
-
-
-class StateLock:
-    """An exclusive, non-blocking flock on a file; the kernel drops it when the holder dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: Any = None
-
-    def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = self.path.open("a+")
-        try:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
-            return False
-        self._file = lock_file
-        return True
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
 
 
 @dataclass
@@ -242,7 +193,7 @@ class EmbeddedStack:
             if self._started.postgres is not None:
                 self._started.postgres.stop()
                 self._started.postgres = None
-            (self.state_dir / "stack.json").unlink(missing_ok=True)
+            remove_stack_record(self.state_dir)
             self._lock.release()
 
     def check_processes(self) -> None:
@@ -251,8 +202,9 @@ class EmbeddedStack:
             exit_code = process.exit_code()
             if exit_code is not None:
                 raise StackProcessExited(process, exit_code)
-        if self._started.redis is not None and not self._started.redis.is_running():
-            raise StackProcessExited(self._started.redis.process, self._started.redis.process.exit_code() or 0)
+        redis_server = self._started.redis
+        if redis_server is not None and not redis_server.is_running():
+            raise StackProcessExited(redis_server.process, redis_server.process.exit_code() or 0)
         if self._started.postgres is not None and not self._started.postgres.is_running():
             raise StackStartError("PostgreSQL", "stopped unexpectedly", self._started.postgres.log_path)
 
@@ -260,9 +212,11 @@ class EmbeddedStack:
         for folder in (self.state_dir, self.log_dir, self.run_dir):
             folder.mkdir(parents=True, exist_ok=True)
         if not self._lock.try_acquire():
+            record = read_running_stack(self.state_dir) or {}
+            holder = f" (pid {record['pid']}, API at {record.get('api_url')})" if "pid" in record else ""
             raise StateDirBusyError(
                 f"the state folder {self.state_dir} is used by another running mistralmeter "
-                "launcher; stop it, or pass a different --state-dir"
+                f"launcher{holder}; stop it, use its API with --api-url, or pass another --state-dir"
             )
         # Holding the lock proves the previous launcher is gone, so its children are leftovers.
         for pid_path in sorted(self.run_dir.glob("*.pid")):
@@ -303,7 +257,7 @@ class EmbeddedStack:
             try:
                 client.ping()
             except redis.exceptions.RedisError as exc:
-                raise StackStartError("Redis at REDIS_URL", f"did not answer PING: {exc}") from exc
+                raise StackStartError("Redis at REDIS_URL", f"did not respond to PING: {exc}") from exc
             finally:
                 client.close()
             logger.info("service external: redis from REDIS_URL")
@@ -427,7 +381,7 @@ class EmbeddedStack:
             "simulator_url": self.endpoints.simulator_url,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        (self.state_dir / "stack.json").write_text(json.dumps(record, indent=2))
+        write_stack_record(self.state_dir, record)
 
 
 @dataclass

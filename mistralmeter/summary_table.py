@@ -8,6 +8,7 @@ null values print as "n/a".
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rich.console import Console, Group
@@ -47,10 +48,10 @@ def render_summary(result: dict[str, Any], console: Console) -> None:
 
 def summary_text(result: dict[str, Any], *, width: int = 100) -> str:
     """Return the summary as plain text, as it prints on a terminal of the given width."""
-    console = Console(width=width, record=True, color_system=None, force_terminal=False)
-    with console.capture():
-        render_summary(result, console)
-    return console.export_text()
+    output = io.StringIO()
+    console = Console(file=output, width=width, color_system=None, force_terminal=False)
+    render_summary(result, console)
+    return output.getvalue()
 
 
 def _model_table(
@@ -85,8 +86,10 @@ def _dataset_label(dataset: dict[str, Any]) -> str:
     version = dataset.get("version")
     if not version:
         return str(name)
-    # The version is a content hash; twelve characters identify it in practice.
-    return f"{name} (version {str(version)[:12]})"
+    # The version is a content hash such as "sha256:<64 hex digits>"; twelve digits identify it.
+    algorithm, _, digest = str(version).rpartition(":")
+    short = f"{algorithm}:{digest[:12]}" if algorithm else digest[:12]
+    return f"{name} (version {short})"
 
 
 def _stat(group: dict[str, Any], metric: str, key: str) -> float | None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, created_at_column, uuid_primary_key
 
-JOB_KINDS = ("evaluation", "batch", "comparison", "dataset", "scheduled")
+JOB_KINDS = ("evaluation", "batch", "comparison", "dataset", "scheduled", "import")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -52,6 +52,7 @@ class Job(Base):
         CheckConstraint("total_runs >= 0", name="total_runs"),
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_schedule_id_created_at", "schedule_id", "created_at"),
     )
 
     @property

@@ -15,16 +15,15 @@ from mistralmeter.agreement import (
     MIN_N,
     calibration_buckets,
     five_point_to_judge_scale,
-    inter_rater_agreement,
     judge_to_five_point,
     judge_to_five_point_continuous,
-    krippendorff_alpha,
     mean_by_group,
     mean_with_t_interval,
     rating_distribution,
     score_agreement,
 )
 from mistralmeter.pairwise_agreement import PairRecord, combined_verdict, pairwise_agreement
+from mistralmeter.rater_agreement import inter_rater_agreement, krippendorff_alpha
 
 T_975_DF1 = 12.706204736174694  # t quantile 0.975 with 1 degree of freedom
 T_975_DF2 = 4.302652729749462  # t quantile 0.975 with 2 degrees of freedom

@@ -8,18 +8,28 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+from redis.backoff import EqualJitterBackoff
+from redis.retry import Retry
 
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings
 from workers.model_errors import ModelCallError, PermanentModelError, TransientModelError
 from workers.provider import PROVIDER, ChatResult, get_client, stream_chat
-from workers.ratelimit import RateLimiter, RateLimitTimeout, RequestTooLarge, limiter_for
+from workers.ratelimit import Lease, RateLimiter, RateLimitTimeout, RequestTooLarge, limiter_for
 from workers.retry import RetriesExhausted, call_with_retries
 
 logger = logging.getLogger(__name__)
 
 # Output tokens reserved against the tokens-per-minute budget when a request sets no max_tokens.
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 512
+
+# Rate-limiter commands retry a lost connection 12 times, waiting 0.25 s doubling to at most 4 s
+# (half of it jitter): about 20 to 40 s in all, enough for a Redis restart or failover.
+LIMITER_RETRIES = 12
+LIMITER_BACKOFF_BASE_S = 0.25
+LIMITER_BACKOFF_MAX_S = 4.0
+# Without a socket timeout, a command on a connection whose peer vanished waits forever.
+LIMITER_SOCKET_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -36,6 +46,26 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30)
 
 
+@lru_cache(maxsize=4)
+def limiter_redis_client(url: str) -> redis.Redis:
+    """Return the client for the rate limiter, which waits out a Redis restart.
+
+    redis_client fails at once, as a health check should. A limiter command that failed
+    instead would fail the task, and Celery acknowledges a failed task, so its run is lost.
+    """
+    return redis.Redis.from_url(
+        url,
+        health_check_interval=30,
+        socket_connect_timeout=LIMITER_SOCKET_TIMEOUT_S,
+        socket_timeout=LIMITER_SOCKET_TIMEOUT_S,
+        retry=Retry(
+            EqualJitterBackoff(cap=LIMITER_BACKOFF_MAX_S, base=LIMITER_BACKOFF_BASE_S),
+            LIMITER_RETRIES,
+        ),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
 def call_model(
     settings: Settings,
     *,
@@ -48,7 +78,7 @@ def call_model(
 ) -> CallOutcome:
     """Call the model, waiting for a rate-limit slot before every attempt."""
     limiter = limiter_for(
-        redis_client(settings.redis_url), PROVIDER, model, settings, limit_overrides
+        limiter_redis_client(settings.redis_url), PROVIDER, model, settings, limit_overrides
     )
     client = get_client(settings)
     reserved_tokens = _reserved_tokens(messages, params)
@@ -76,21 +106,19 @@ def call_model(
             except TransientModelError as exc:
                 _note_failure(limiter, exc)
                 raise
-            lease.settle(result.total_tokens)
-            limiter.on_success()
+            _settle_usage(limiter, lease, result)
             return result
 
     def on_retry(attempt_number: int, error: TransientModelError, delay_s: float) -> None:
-        logger.warning(
-            "model call failed, retrying",
-            extra=log_fields(
-                **(log_context or {}),
-                model=model,
-                attempt=attempt_number,
-                reason=error.reason,
-                delay_s=round(delay_s, 3),
-            ),
-        )
+        # A dict merge, because log_context usually names the model too.
+        fields = {
+            **(log_context or {}),
+            "model": model,
+            "attempt": attempt_number,
+            "reason": error.reason,
+            "delay_s": round(delay_s, 3),
+        }
+        logger.warning("model call failed, retrying", extra=log_fields(**fields))
 
     try:
         outcome = call_with_retries(
@@ -116,6 +144,26 @@ def _reserved_tokens(messages: list[dict[str, str]], params: dict[str, Any]) -> 
     return prompt_chars // 4 + expected_output
 
 
+def _settle_usage(limiter: RateLimiter, lease: Lease, result: ChatResult) -> None:
+    # Token accounting is best effort: losing the answer of a finished call over it would cost
+    # a second call.
+    try:
+        lease.settle(result.total_tokens)
+        limiter.on_success()
+    except redis.RedisError as error:
+        logger.warning(
+            "rate limit usage not recorded",
+            extra=log_fields(key=limiter.key, lease_id=lease.lease_id, error=str(error)),
+        )
+
+
 def _note_failure(limiter: RateLimiter, error: TransientModelError) -> None:
-    if error.status == 429:
+    if error.status != 429:
+        return
+    try:
         limiter.on_rate_limited()
+    except redis.RedisError as error_lowering:
+        logger.warning(
+            "rate limit not lowered after 429",
+            extra=log_fields(key=limiter.key, error=str(error_lowering)),
+        )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.pricing import PriceTable
@@ -22,6 +24,11 @@ from workers.provider import PROVIDER
 from workers.retry import RetriesExhausted
 
 logger = logging.getLogger(__name__)
+
+# Jobs whose items a worker process keeps in memory; a job of 1,000 prompts is about 1 MB.
+ITEMS_CACHE_JOBS = 32
+_items_cache: OrderedDict[tuple[str, uuid.UUID], dict[str, dict[str, Any]]] = OrderedDict()
+_items_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class RunKey:
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """What a run needs from its job, read in a short session before any model call."""
+    """The parts of a job that one run needs, read in a short session before any model call."""
 
     status: str
     item: dict[str, Any]
@@ -109,7 +116,7 @@ def _load_snapshot(settings: Settings, key: RunKey) -> JobSnapshot | None:
             return None
 
         mark_job_running(session, key.job_id)
-        item = next((item for item in job.items if item["id"] == key.item_id), None)
+        item = job_items(settings.database_url, key.job_id, lambda: job.items).get(key.item_id)
         if item is None:
             logger.error("item not found in job", extra=log_fields(**key.log_context()))
             return None
@@ -128,6 +135,25 @@ def _load_snapshot(settings: Settings, key: RunKey) -> JobSnapshot | None:
             dataset_version=job.dataset_version,
             simulated=job.simulated,
         )
+
+
+def job_items(
+    database_url: str, job_id: uuid.UUID, load: Callable[[], list[dict[str, Any]]]
+) -> dict[str, dict[str, Any]]:
+    """Index a job's items by id once per process; items never change after submission."""
+    key = (database_url, job_id)
+    with _items_lock:
+        cached = _items_cache.get(key)
+        if cached is not None:
+            _items_cache.move_to_end(key)
+            return cached
+
+    items = {item["id"]: item for item in load()}
+    with _items_lock:
+        _items_cache[key] = items
+        while len(_items_cache) > ITEMS_CACHE_JOBS:
+            _items_cache.popitem(last=False)
+    return items
 
 
 def _messages(item: dict[str, Any]) -> list[dict[str, str]]:

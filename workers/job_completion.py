@@ -11,15 +11,20 @@ from sqlalchemy import func
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings
 from models.db import session_scope
+from models.jobs import Job
 from models.run_writes import job_progress, lock_job, pairs_pending
 from workers.comparison_results import comparison_section, load_pairwise
 from workers.job_results import build_result, load_run_rows
+from workers.regression import regression_report
 
 logger = logging.getLogger(__name__)
 
 
 def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
     """Store the result when every run is written; return True if this call finished the job."""
+    if not _looks_complete(settings, job_id):
+        return False
+
     with session_scope(settings.database_url) as session:
         job = lock_job(session, job_id)
         if job is None or job.is_finished:
@@ -35,6 +40,8 @@ def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
         result = build_result(job, rows)
         if job.kind == "comparison":
             result["comparison"] = comparison_section(job, rows, load_pairwise(session, job.id))
+        if job.schedule_id is not None:
+            result["regression"] = regression_report(session, job, rows)
         job.result = result
         job.finished_at = func.now()
         if progress.total > 0 and progress.failed == progress.total:
@@ -47,7 +54,25 @@ def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
         "job finished",
         extra=log_fields(job_id=str(job_id), status=job.status, **progress.as_dict()),
     )
+    if result.get("regression", {}).get("flags"):
+        _queue_alert(job_id)
     return True
+
+
+def _queue_alert(job_id: uuid.UUID) -> None:
+    from workers.tasks import notify_webhook
+
+    notify_webhook.apply_async(args=[str(job_id)])
+
+
+def _looks_complete(settings: Settings, job_id: uuid.UUID) -> bool:
+    """Count runs without a lock first: most calls come from runs that are not the last one."""
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.is_finished:
+            return False
+        progress = job_progress(session, job)
+        return progress.finished >= progress.total
 
 
 def _all_failed_message(rows: list) -> str:

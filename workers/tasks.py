@@ -13,6 +13,8 @@ from workers.celery_app import EvaluationTask, celery_app
 from workers.evaluation import RunKey, execute_run
 from workers.job_completion import finalize_if_complete
 from workers.pairwise import ensure_pair_judged
+from workers.scheduling import fire_due_schedules
+from workers.webhooks import WebhookFailed, send_alert
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +71,22 @@ def job_kind(settings, job_id: uuid.UUID) -> str | None:
 @celery_app.task(name="mistralmeter.finalize_job", base=EvaluationTask, soft_time_limit=120)
 def finalize_job(job_id: str) -> bool:
     return finalize_if_complete(get_settings(), uuid.UUID(job_id))
+
+
+@celery_app.task(name="mistralmeter.tick_schedules", base=EvaluationTask, soft_time_limit=120)
+def tick_schedules() -> int:
+    """Start every due schedule; beat sends this every SCHEDULE_TICK_S seconds."""
+    return len(fire_due_schedules(get_settings()))
+
+
+@celery_app.task(
+    name="mistralmeter.notify_webhook",
+    base=EvaluationTask,
+    soft_time_limit=60,
+    autoretry_for=(WebhookFailed,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=6,
+)
+def notify_webhook(job_id: str) -> bool:
+    return send_alert(get_settings(), uuid.UUID(job_id))

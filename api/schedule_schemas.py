@@ -1,0 +1,105 @@
+"""Schemas for scheduled benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from croniter import croniter
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from api.schemas import (
+    MAX_RUNS,
+    JudgeOptionsSchema,
+    ModelName,
+    ParamsSchema,
+    StrictSchema,
+)
+
+MAX_SCHEDULE_MODELS = 4
+
+
+def _check_cron(value: str) -> None:
+    if not croniter.is_valid(value):
+        raise ValidationError(
+            "is not a valid cron expression; use five fields such as '0 3 * * *' (03:00 UTC daily)"
+        )
+
+
+def _check_webhook(value: str | None) -> None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValidationError("must be an http:// or https:// URL")
+
+
+class ScheduleCreateSchema(StrictSchema):
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[a-z0-9][a-z0-9._-]{0,63}$",
+            error="must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
+        ),
+    )
+    dataset = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    version = fields.String(load_default=None, allow_none=True)
+    limit = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    models = fields.List(
+        ModelName(),
+        required=True,
+        validate=validate.Length(
+            min=1, max=MAX_SCHEDULE_MODELS, error="must list 1 to {max} models"
+        ),
+    )
+    judge_model = ModelName(load_default=None, allow_none=True)
+    runs = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_RUNS))
+    params = fields.Nested(ParamsSchema, load_default=dict)
+    judge = fields.Nested(JudgeOptionsSchema, load_default=None, allow_none=True)
+    cron = fields.String(required=True, validate=_check_cron)
+    enabled = fields.Boolean(load_default=True)
+    webhook_url = fields.String(load_default=None, allow_none=True, validate=_check_webhook)
+    alpha = fields.Float(
+        load_default=0.05,
+        validate=validate.Range(min=0, max=1, min_inclusive=False, max_inclusive=False),
+    )
+
+    @validates("models")
+    def _distinct_models(self, models: list[str], **_: Any) -> None:
+        if len(set(models)) != len(models):
+            raise ValidationError("must not list a model twice")
+
+    @validates_schema
+    def _judge_is_separate(self, data: dict[str, Any], **_: Any) -> None:
+        judge = data.get("judge_model")
+        if judge and judge in data.get("models", []):
+            raise ValidationError(
+                f"judge_model {judge!r} is also in models; the judge must be a separate model",
+                field_name="judge_model",
+            )
+
+
+class ScheduleUpdateSchema(StrictSchema):
+    enabled = fields.Boolean()
+    cron = fields.String(validate=_check_cron)
+    webhook_url = fields.String(allow_none=True, validate=_check_webhook)
+    alpha = fields.Float(
+        validate=validate.Range(min=0, max=1, min_inclusive=False, max_inclusive=False)
+    )
+
+
+class ScheduleSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    dataset = fields.String()
+    version = fields.String(allow_none=True)
+    limit = fields.Integer(allow_none=True)
+    models = fields.List(fields.String())
+    judge_model = fields.String(allow_none=True)
+    runs = fields.Integer()
+    params = fields.Dict()
+    judge = fields.Dict(allow_none=True)
+    cron = fields.String()
+    enabled = fields.Boolean()
+    webhook = fields.String(allow_none=True, metadata={"description": "scheme and host only"})
+    alpha = fields.Float()
+    next_run_at = fields.DateTime()
+    last_run_at = fields.DateTime(allow_none=True)
+    last_job_id = fields.String(allow_none=True)
+    recent_jobs = fields.List(fields.Dict())
