@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from api import compare, datasets, evaluate, health, jobs, schedules
     from api import ratings
+    from api import stats, stream
     from api.errors import register_error_handlers
     from api.extensions import api
 
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(compare.blueprint)
     api.register_blueprint(schedules.blueprint)
     api.register_blueprint(ratings.blueprint)
+    api.register_blueprint(stats.blueprint)
+    api.register_blueprint(stream.blueprint)
     return app
 
 
