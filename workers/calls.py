@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 # Output tokens reserved against the tokens-per-minute budget when a request sets no max_tokens.
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 512
 
-# Rate-limiter commands retry a lost connection 12 times, waiting 0.25 s doubling to at most 4 s
-# (half of it jitter): about 20 to 40 s in all, enough for a Redis restart or failover.
+# Rate-limiter commands retry a lost connection 12 times, waiting 0.25 s doubling to at most 4 s,
+# half of each wait random. That is about 20 to 40 s in all, enough for a Redis restart.
 LIMITER_RETRIES = 12
 LIMITER_BACKOFF_BASE_S = 0.25
 LIMITER_BACKOFF_MAX_S = 4.0
@@ -81,12 +81,12 @@ def call_model(
         limiter_redis_client(settings.redis_url), PROVIDER, model, settings, limit_overrides
     )
     client = get_client(settings)
-    reserved_tokens = _reserved_tokens(messages, params)
+    reserved = reserved_tokens(messages, params)
     waits = {"rate_limit_s": 0.0}
 
     def attempt() -> ChatResult:
         try:
-            lease = limiter.acquire(reserved_tokens, timeout_s=settings.request_timeout_s * 4)
+            lease = limiter.acquire(reserved, timeout_s=settings.request_timeout_s * 4)
         except RateLimitTimeout as exc:
             waits["rate_limit_s"] += exc.waited_s
             raise TransientModelError(f"rate limit wait timed out: {exc}") from exc
@@ -138,15 +138,15 @@ def call_model(
     )
 
 
-def _reserved_tokens(messages: list[dict[str, str]], params: dict[str, Any]) -> int:
+def reserved_tokens(messages: list[dict[str, str]], params: dict[str, Any]) -> int:
     prompt_chars = sum(len(message["content"]) for message in messages)
     expected_output = int(params.get("max_tokens") or DEFAULT_EXPECTED_OUTPUT_TOKENS)
     return prompt_chars // 4 + expected_output
 
 
 def _settle_usage(limiter: RateLimiter, lease: Lease, result: ChatResult) -> None:
-    # Token accounting is best effort: losing the answer of a finished call over it would cost
-    # a second call.
+    # Token accounting is best effort, because losing the result of a finished call over it
+    # would cost a second call.
     try:
         lease.settle(result.total_tokens)
         limiter.on_success()

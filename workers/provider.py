@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import httpx2
 from mistralai.client import Mistral
@@ -76,15 +77,22 @@ def stream_chat(
         request["response_format"] = {"type": "json_object"}
 
     started = time.perf_counter()
-    try:
+    with classified_errors(timeout_s):
         stream = client.chat.stream(
             model=model, messages=messages, timeout_ms=int(timeout_s * 1000), **request
         )
         with stream:
             return _read_stream(stream, started, messages)
+
+
+@contextmanager
+def classified_errors(timeout_s: float) -> Iterator[None]:
+    """Turn SDK and transport errors into ModelCallError subclasses the retry policy reads."""
+    try:
+        yield
     except MistralError as exc:
         raise classify_http_status(
-            exc.status_code, exc.headers.get("retry-after"), detail=_error_detail(exc)
+            exc.status_code, exc.headers.get("retry-after"), detail=error_detail(exc)
         ) from exc
     except httpx2.TimeoutException as exc:
         raise TransientModelError(f"timed out: no response within {timeout_s:g} s") from exc
@@ -106,7 +114,7 @@ def _read_stream(stream: Any, started: float, messages: list[dict[str, str]]) ->
         if chunk.usage is not None:
             usage = chunk.usage
         for choice in chunk.choices:
-            content = _content_text(choice.delta.content)
+            content = content_text(choice.delta.content)
             # A chunk with only the role, or with empty text, is not the first token.
             if content:
                 parts.append(content)
@@ -119,7 +127,7 @@ def _read_stream(stream: Any, started: float, messages: list[dict[str, str]]) ->
         raise TransientModelError("stream cut: the stream ended without a finish reason")
 
     text = "".join(parts)
-    input_tokens, output_tokens, estimated = _token_counts(usage, messages, text)
+    input_tokens, output_tokens, estimated = token_counts(usage, messages, text)
     return ChatResult(
         text=text,
         finish_reason=finish_reason,
@@ -127,11 +135,11 @@ def _read_stream(stream: Any, started: float, messages: list[dict[str, str]]) ->
         output_tokens=output_tokens,
         tokens_estimated=estimated,
         timing=StreamTiming(total_ms=total_ms, content_chunk_ms=tuple(chunk_offsets)),
-        injected=_injected_plan(stream.response.headers),
+        injected=injected_plan(stream.response.headers),
     )
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -140,14 +148,14 @@ def _content_text(content: Any) -> str:
     return "".join(getattr(part, "text", "") or "" for part in content)
 
 
-def _token_counts(usage: Any, messages: list[dict[str, str]], text: str) -> tuple[int, int, bool]:
+def token_counts(usage: Any, messages: list[dict[str, str]], text: str) -> tuple[int, int, bool]:
     if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
         return int(usage.prompt_tokens), int(usage.completion_tokens), False
     prompt_text = "\n".join(message["content"] for message in messages)
     return estimate_tokens(prompt_text), estimate_tokens(text), True
 
 
-def _injected_plan(headers: Any) -> dict[str, Any] | None:
+def injected_plan(headers: Any) -> dict[str, Any] | None:
     """Read the timing plan the simulator reports, to compare measured with injected values."""
     if headers.get("x-mistralmeter-simulated") != "true":
         return None
@@ -159,7 +167,7 @@ def _injected_plan(headers: Any) -> dict[str, Any] | None:
     return plan
 
 
-def _error_detail(exc: MistralError) -> str:
+def error_detail(exc: MistralError) -> str:
     body = (exc.body or "").strip()
     return body[:500] if body else f"HTTP {exc.status_code}"
 

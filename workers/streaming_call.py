@@ -11,34 +11,30 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import httpx2
 import redis
 from mistralai.client import Mistral
-from mistralai.client.errors import MistralError
 
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings
-from workers.calls import _reserved_tokens, redis_client
+from workers.calls import redis_client, reserved_tokens
 from workers.measurement import LatencyMetrics, StreamTiming, latency_metrics
 from workers.model_errors import (
     ModelCallError,
     PermanentModelError,
     TransientModelError,
-    classify_http_status,
 )
 from workers.provider import (
     ALLOWED_PARAMS,
     PROVIDER,
     ChatResult,
-    _content_text,
-    _error_detail,
-    _injected_plan,
-    _token_counts,
+    classified_errors,
+    content_text,
     get_client,
+    injected_plan,
+    token_counts,
 )
 from workers.ratelimit import (
     Lease,
@@ -91,7 +87,7 @@ def check_request_fits(
     Callers run this before responding, so such a request gets a 4xx rather than a stream
     that fails at once.
     """
-    needed = _reserved_tokens(messages, params)
+    needed = reserved_tokens(messages, params)
     limits = resolve_limits(PROVIDER, model, settings)
     if needed > limits.tokens_per_minute:
         raise RequestTooLarge(
@@ -181,7 +177,7 @@ class _StreamCall:
         self.model = model
         self.messages = messages
         self.request = {key: params[key] for key in ALLOWED_PARAMS if key in params}
-        self.reserved_tokens = _reserved_tokens(messages, params)
+        self.reserved_tokens = reserved_tokens(messages, params)
         self.rate_limit_wait_s = 0.0
 
     def open(self) -> _StreamReader:
@@ -295,7 +291,7 @@ class _StreamReader:
             raise TransientModelError("stream cut: the stream ended without a finish reason")
         assert self.total_ms is not None
         text = "".join(self.parts)
-        input_tokens, output_tokens, estimated = _token_counts(self.usage, self.messages, text)
+        input_tokens, output_tokens, estimated = token_counts(self.usage, self.messages, text)
         return ChatResult(
             text=text,
             finish_reason=self.finish_reason,
@@ -303,7 +299,7 @@ class _StreamReader:
             output_tokens=output_tokens,
             tokens_estimated=estimated,
             timing=StreamTiming(total_ms=self.total_ms, content_chunk_ms=tuple(self.chunk_offsets)),
-            injected=_injected_plan(self.stream.response.headers),
+            injected=injected_plan(self.stream.response.headers),
         )
 
     def _next_chunk(self) -> TokenChunk | None:
@@ -328,24 +324,7 @@ class _StreamReader:
         texts = []
         for choice in chunk.choices:
             # A chunk with only the role, or with empty text, is not a token.
-            texts.append(_content_text(choice.delta.content))
+            texts.append(content_text(choice.delta.content))
             if choice.finish_reason:
                 self.finish_reason = str(choice.finish_reason)
         return "".join(texts)
-
-
-@contextmanager
-def classified_errors(timeout_s: float) -> Iterator[None]:
-    """Turn SDK and transport errors into ModelCallError subclasses, as stream_chat does."""
-    try:
-        yield
-    except MistralError as exc:
-        raise classify_http_status(
-            exc.status_code, exc.headers.get("retry-after"), detail=_error_detail(exc)
-        ) from exc
-    except httpx2.TimeoutException as exc:
-        raise TransientModelError(f"timed out: no response within {timeout_s:g} s") from exc
-    except httpx2.RemoteProtocolError as exc:
-        raise TransientModelError(f"stream cut: the connection closed early ({exc})") from exc
-    except httpx2.TransportError as exc:
-        raise TransientModelError(f"connection failed: {type(exc).__name__}: {exc}") from exc
