@@ -75,7 +75,13 @@ class DatasetListView(MethodView):
                 max_prompt_chars=settings.max_prompt_chars,
             )
         except DatasetFileError as exc:
-            raise Unprocessable(str(exc), field=exc.field or "file") from exc
+            message = str(exc)
+            if exc.field == "format":
+                message += (
+                    "; over HTTP, pass ?format=json|jsonl|csv, the `format` form field, or a "
+                    "Content-Type of application/json, application/x-ndjson or text/csv"
+                )
+            raise Unprocessable(message, field=exc.field or "file") from exc
         except ValueError as exc:
             raise Unprocessable(str(exc), field="name") from exc
 
@@ -108,7 +114,7 @@ class DatasetView(MethodView):
                 raise NotFound(_unknown_dataset_message(session, name))
             document = dataset_document(versions[0], include_items=True)
             document["versions"] = [
-                {"version": v.version, "items": v.item_count, "created_at": v.created_at}
+                {"version": v.version, "items": v.item_count, "created_at": v.created_at.isoformat()}
                 for v in versions
             ]
             return document
@@ -255,7 +261,7 @@ def dataset_document(dataset: Dataset, *, include_items: bool) -> dict[str, Any]
         "description": dataset.description,
         "source": dataset.source,
         "license": dataset.license,
-        "created_at": dataset.created_at,
+        "created_at": dataset.created_at.isoformat(),
     }
     if include_items:
         document["items"] = dataset.items

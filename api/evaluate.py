@@ -72,8 +72,8 @@ def number_items(prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         item_id = prompt.get("id") or str(position)
         if item_id in seen:
             raise Unprocessable(
-                f"duplicate id {item_id!r} on prompts {seen[item_id]} and {position}; "
-                "ids must be unique",
+                f"duplicate id {item_id!r} on prompts[{seen[item_id] - 1}] and "
+                f"prompts[{position - 1}]; ids must be unique",
                 field=f"prompts.{position - 1}.id",
             )
         seen[item_id] = position

@@ -32,9 +32,8 @@ def check_models(settings: Settings, fields_and_models: dict[str, str | None]) -
     for field, model in wanted.items():
         if model not in available:
             choices = ", ".join(sorted(available)) or "none"
-            raise Unprocessable(
-                f"{field}: unknown model {model!r}; the server offers: {choices}", field=field
-            )
+            detail = f"unknown model {model!r}; the server offers: {choices}"
+            raise Unprocessable(f"{field}: {detail}", errors={"json": {field: [detail]}})
 
 
 def check_run_budget(settings: Settings, total_runs: int) -> None:

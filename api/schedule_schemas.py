@@ -97,7 +97,9 @@ class ScheduleSchema(Schema):
     judge = fields.Dict(allow_none=True)
     cron = fields.String()
     enabled = fields.Boolean()
-    webhook = fields.String(allow_none=True, metadata={"description": "scheme and host only"})
+    webhook_url = fields.String(
+        allow_none=True, metadata={"description": "scheme and host only; the rest may hold a token"}
+    )
     alpha = fields.Float()
     next_run_at = fields.DateTime()
     last_run_at = fields.DateTime(allow_none=True)

@@ -45,7 +45,7 @@ def schedule_document(session, schedule: Schedule, *, with_jobs: bool = False) -
         "judge": schedule.judge,
         "cron": schedule.cron,
         "enabled": schedule.enabled,
-        "webhook": redact_url(schedule.webhook_url),
+        "webhook_url": redact_url(schedule.webhook_url),
         "alpha": schedule.alpha,
         "next_run_at": schedule.next_run_at,
         "last_run_at": schedule.last_run_at,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from models.jobs import JOB_KINDS
 from workers.judge_parsing import CRITERIA
 
 MAX_PROMPT_CHARS = 100_000
@@ -21,19 +22,62 @@ class StrictSchema(Schema):
         unknown = RAISE
 
 
+def check_storable_text(value: str) -> None:
+    """Reject text PostgreSQL cannot store: NUL characters and unpaired surrogates."""
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"contains an unpaired surrogate at character {exc.start}; send valid UTF-8 text"
+        ) from None
+
+
+def check_not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("must not be empty or only whitespace")
+
+
+def check_storable_json(value: Any, path: str = "metadata") -> None:
+    """Apply check_storable_text to every key and string inside a JSON value."""
+    if isinstance(value, str):
+        check_storable_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable_text(str(key))
+            check_storable_json(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_storable_json(item, f"{path}.{index}")
+
+
+class Text(fields.String):
+    """A string that PostgreSQL can store, with a maximum length."""
+
+    def __init__(self, *, max_length: int, min_length: int = 0, **kwargs: Any) -> None:
+        validators = [
+            validate.Length(min=min_length, max=max_length, error="must be {min} to {max} characters long"),
+            check_storable_text,
+        ]
+        super().__init__(validate=validators, **kwargs)
+
+
 class PromptSchema(StrictSchema):
-    id = fields.String(validate=validate.Length(min=1, max=200))
+    id = Text(min_length=1, max_length=200)
     prompt = fields.String(
         required=True,
-        validate=validate.Length(
-            min=1, max=MAX_PROMPT_CHARS, error="must be 1 to {max} characters long"
-        ),
+        validate=[
+            validate.Length(min=1, max=MAX_PROMPT_CHARS, error="must be 1 to {max} characters long"),
+            check_not_blank,
+            check_storable_text,
+        ],
     )
-    system = fields.String(validate=validate.Length(max=MAX_PROMPT_CHARS))
-    expected_style = fields.String(validate=validate.Length(max=2_000))
-    reference = fields.String(validate=validate.Length(max=MAX_PROMPT_CHARS))
-    category = fields.String(validate=validate.Length(max=100))
-    metadata = fields.Dict()
+    system = Text(max_length=MAX_PROMPT_CHARS)
+    expected_style = Text(max_length=2_000)
+    reference = Text(max_length=MAX_PROMPT_CHARS)
+    category = Text(max_length=100)
+    metadata = fields.Dict(validate=check_storable_json)
 
 
 class ParamsSchema(StrictSchema):
@@ -41,8 +85,8 @@ class ParamsSchema(StrictSchema):
 
     temperature = fields.Float(validate=validate.Range(min=0, max=2))
     top_p = fields.Float(validate=validate.Range(min=0, max=1))
-    max_tokens = fields.Integer(validate=validate.Range(min=1, max=131_072))
-    random_seed = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))
+    max_tokens = fields.Integer(strict=True, validate=validate.Range(min=1, max=131_072))
+    random_seed = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**31 - 1))
     presence_penalty = fields.Float(validate=validate.Range(min=-2, max=2))
     frequency_penalty = fields.Float(validate=validate.Range(min=-2, max=2))
     stop = fields.List(fields.String(), validate=validate.Length(max=4))
@@ -52,7 +96,7 @@ class ParamsSchema(StrictSchema):
 class JudgeOptionsSchema(StrictSchema):
     temperature = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=2))
     samples = fields.Integer(
-        load_default=1, validate=validate.Range(min=1, max=MAX_JUDGE_SAMPLES)
+        load_default=1, strict=True, validate=validate.Range(min=1, max=MAX_JUDGE_SAMPLES)
     )
     weights = fields.Dict(keys=fields.String(), values=fields.Float())
 
@@ -96,6 +140,7 @@ class JobOptionsSchema(StrictSchema):
     judge_model = ModelName(load_default=None, allow_none=True)
     runs = fields.Integer(
         load_default=1,
+        strict=True,
         validate=validate.Range(min=1, max=MAX_RUNS, error="must be between {min} and {max}"),
     )
     params = fields.Nested(ParamsSchema, load_default=dict)
@@ -129,7 +174,7 @@ class DatasetEvaluateQuerySchema(Schema):
     """Query parameters of POST /datasets/{name}/evaluate; a JSON body may carry them instead."""
 
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
 
     model = ModelName()
     judge_model = ModelName()
@@ -183,7 +228,7 @@ class JobListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(
         ["queued", "running", "succeeded", "failed", "cancelled"]
     ))
-    kind = fields.String()
+    kind = fields.String(validate=validate.OneOf(JOB_KINDS))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
@@ -206,6 +251,7 @@ class CompareSchema(StrictSchema):
     limit = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
     runs = fields.Integer(
         load_default=1,
+        strict=True,
         validate=validate.Range(min=1, max=MAX_RUNS, error="must be between {min} and {max}"),
     )
     params = fields.Nested(ParamsSchema, load_default=dict)

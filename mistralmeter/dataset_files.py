@@ -234,7 +234,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        # Python's parser recurses per nesting level; report it like any other invalid JSON.
+        raise json.JSONDecodeError("nesting is too deep", text, 0) from None
 
 
 def _read_json(text: str) -> Iterator[_RawItem]:

@@ -185,7 +185,12 @@ class EmbeddedStack:
         """Stop every process and service this stack started, then release the state folder."""
         with _signals_deferred():
             processes = list(reversed(self._started.processes))
-            stop_processes(processes, self.options.grace_period_s)
+            # The simulator goes last: a worker finishing its tasks during shutdown must not see
+            # connection errors that would be stored as model failures.
+            consumers = [process for process in processes if process.name != "simulator"]
+            simulators = [process for process in processes if process.name == "simulator"]
+            stop_processes(consumers, self.options.grace_period_s)
+            stop_processes(simulators, self.options.grace_period_s)
             self._started.processes.clear()
             if self._started.redis is not None:
                 self._started.redis.stop(self.options.grace_period_s)

@@ -104,7 +104,7 @@ def test_schedule_flags_quality_drop_and_posts_webhook(
             json=schedule_body(f"drop-{dataset}", dataset, webhook_url=receiver.url),
         )
         schedule = created.get_json()
-        assert schedule["webhook"] == f"http://127.0.0.1:{receiver.server.server_port}/..."
+        assert schedule["webhook_url"] == f"http://127.0.0.1:{receiver.server.server_port}/..."
 
         (baseline,) = fire(settings, db_session, schedule["id"])
         wait_for_job(client, str(baseline))
