@@ -73,11 +73,16 @@ def _model_table(
         ("Latency p95 (ms)", format_number(_stat(latency, "total_ms", "p95"), 0)),
         ("Time to first token p50 (ms)", format_number(_stat(latency, "time_to_first_token_ms", "p50"), 0)),
         ("Tokens per second (mean)", format_number(_stat(latency, "tokens_per_second", "mean"), 1)),
-        ("Quality 0-10 (mean [95% CI])", format_mean_interval(quality.get("score"))),
+        ("Quality 0-10 (mean [95% CI over prompts])",
+         format_mean_interval(quality.get("score_by_prompt") or quality.get("score"))),
         ("Unscored rate", format_rate(quality.get("unscored_rate"))),
         ("Cost (USD, estimate)", _format_cost(summary.get("cost") or {})),
     ):
         table.add_row(label, value)
+
+    note = (summary.get("measurement") or {}).get("note")
+    if note:
+        table.caption = f"Timing note: {note}"
     return table
 
 
@@ -144,7 +149,7 @@ def _format_cost(cost: dict[str, Any]) -> str:
     parts = [f"${total:.4f} (model ${candidate or 0.0:.4f} + judge ${judge or 0.0:.4f})"]
     per_thousand = cost.get("per_1000_prompts_usd")
     if per_thousand is not None:
-        parts.append(f"${per_thousand:.2f} per 1000 prompts")
+        parts.append(f"${per_thousand:.2f} per 1000 prompts answered once")
     if cost.get("prices_as_of"):
         parts.append(f"prices as of {cost['prices_as_of']}")
     return "\n".join(parts)

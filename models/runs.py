@@ -66,6 +66,9 @@ class Run(Base):
     retry_wait_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
+    # Streams the worker process had open when this call started; high values inflate timings.
+    concurrent_streams: Mapped[int | None] = mapped_column(Integer)
+
     cost_usd: Mapped[float | None] = mapped_column(Float)
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -85,6 +85,14 @@ def test_dataset_evaluation_writes_one_run_per_item_and_repetition(
     assert summary["latency"]["time_to_first_token_ms"]["min"] >= 40.0
     assert summary["tokens"]["output_tokens"]["mean"] == 20.0
     assert summary["quality"]["score"]["n"] == 6
+    # Two repetitions of three prompts: the interval to quote is over the three prompt means.
+    assert summary["quality"]["score_by_prompt"]["n"] == 3
+    assert summary["quality"]["score_by_prompt"]["mean"] == pytest.approx(
+        summary["quality"]["score"]["mean"]
+    )
+    peak = summary["measurement"]["max_concurrent_streams_per_process"]
+    assert peak == max(run.concurrent_streams for run in runs)
+    assert peak >= 1
     assert job["result"]["dataset"] == {"name": name, "version": uploaded["version"]}
     assert len(job["result"]["prompts"]) == 3
 

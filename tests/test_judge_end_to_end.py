@@ -11,6 +11,7 @@ from sqlalchemy import select
 from models.judgements import Judgement, PairwiseJudgement
 from models.runs import Run
 from tests.conftest import TEST_SIMULATOR_CONFIG, simulator_config, wait_for_job
+from tests.test_end_to_end import upload_dataset
 
 pytestmark = pytest.mark.services
 
@@ -157,18 +158,23 @@ def compare(client, **overrides) -> dict:
         "runs": 6,
         **overrides,
     }
+    body = {key: value for key, value in body.items() if value is not None}
     response = client.post("/compare", json=body)
     assert response.status_code == 202, response.get_json()
     return wait_for_job(client, response.get_json()["job_id"])
 
 
 def test_compare_judges_both_orders_and_names_better_model(client, celery_worker, db_session):
-    job = compare(client)
+    dataset = f"cmp-{uuid.uuid4().hex[:8]}"
+    upload_dataset(client, dataset, [{"id": f"p{i}", "prompt": f"Prompt {i}"} for i in range(6)])
+    job = compare(client, prompt=None, dataset=dataset, runs=2)
     comparison = job["result"]["comparison"]
     pairwise = comparison["pairwise"]
 
     # sim-large is configured with quality 8 and sim-small with 6: a consistent judge prefers it.
     assert job["status"] == "succeeded"
+    assert pairwise["unit"] == "prompt"
+    assert pairwise["verdicts"] == 12
     assert pairwise["n"] == 6
     assert pairwise["wins"] == 6
     assert pairwise["losses"] == 0
@@ -186,8 +192,19 @@ def test_compare_judges_both_orders_and_names_better_model(client, celery_worker
     stored = db_session.execute(
         select(PairwiseJudgement).where(PairwiseJudgement.job_id == uuid.UUID(job["id"]))
     ).scalars().all()
-    assert len(stored) == 6
+    assert len(stored) == 12
     assert all(p.verdict_original == "a" and p.verdict_swapped == "a" for p in stored)
+
+
+def test_compare_repetitions_count_as_one_prompt(client, celery_worker):
+    job = compare(client, runs=4)
+    pairwise = job["result"]["comparison"]["pairwise"]
+
+    assert pairwise["verdicts"] == 4
+    assert pairwise["n"] == 1
+    assert pairwise["wins"] == 1
+    assert pairwise["winner"] is None
+    assert pairwise["prompts_needed"] is not None
 
 
 def test_compare_order_dependent_judge_gives_ties(client, celery_worker, simulator_url):
@@ -195,7 +212,8 @@ def test_compare_order_dependent_judge_gives_ties(client, celery_worker, simulat
         job = compare(client, runs=4)
     pairwise = job["result"]["comparison"]["pairwise"]
 
-    assert pairwise["ties"] == 4
+    assert pairwise["verdicts"] == 4
+    assert pairwise["ties"] == 1
     assert pairwise["wins"] == 0
     assert pairwise["position_consistency"]["rate"] == 0.0
     assert pairwise["first_shown_win_rate"]["rate"] == 1.0

@@ -217,6 +217,7 @@ def _run_values(
             key.model, result.input_tokens, result.output_tokens
         ),
         injected=result.injected,
+        concurrent_streams=result.concurrent_streams,
     )
     return values
 

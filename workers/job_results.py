@@ -25,6 +25,10 @@ LATENCY_FIELDS = (
 )
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "total_tokens")
 
+# Streams per worker process above which measured times carry client-side queueing; from
+# benchmarks/measurement_error.py on a 2-vCPU machine (docs/benchmarks.md).
+CROWDED_STREAMS = 10
+
 
 @dataclass(frozen=True)
 class RunRow:
@@ -79,10 +83,35 @@ def summarise_model(rows: list[RunRow]) -> dict[str, Any]:
             "rate_limit_wait_ms": _describe_field(rows, "rate_limit_wait_ms"),
             "retry_wait_ms": _describe_field(rows, "retry_wait_ms"),
         },
-        "quality": _quality(judged, scored),
+        "quality": _quality(judged, scored, _per_prompt_scores(succeeded)),
         "cost": _cost(rows, judged),
         "bias": _length_bias(succeeded),
+        "measurement": _measurement(succeeded),
     }
+
+
+def _per_prompt_scores(succeeded: list[RunRow]) -> list[float]:
+    """Each prompt's mean judged score over its repetitions."""
+    scores: dict[str, list[float]] = defaultdict(list)
+    for row in succeeded:
+        judgement = row.judgement
+        if judgement is not None and judgement.status == "scored":
+            scores[row.run.item_id].append(judgement.overall_score)
+    return [sum(values) / len(values) for values in scores.values()]
+
+
+def _measurement(succeeded: list[RunRow]) -> dict[str, Any]:
+    """How crowded the worker processes were, since crowding inflates measured times."""
+    counts = [row.run.concurrent_streams for row in succeeded if row.run.concurrent_streams]
+    peak = max(counts) if counts else None
+    note = None
+    if peak is not None and peak > CROWDED_STREAMS:
+        note = (
+            f"up to {peak} streams were open in one worker process; above about "
+            f"{CROWDED_STREAMS} the client's own CPU time inflates latency and TTFT. For "
+            "latency work run more worker processes with fewer threads each."
+        )
+    return {"max_concurrent_streams_per_process": peak, "note": note}
 
 
 def _describe_field(rows: Iterable[RunRow], name: str) -> dict[str, Any]:
@@ -98,7 +127,9 @@ def _error_counts(rows: list[RunRow]) -> dict[str, int]:
     return dict(counts)
 
 
-def _quality(judged: list[Judgement], scored: list[Judgement]) -> dict[str, Any]:
+def _quality(
+    judged: list[Judgement], scored: list[Judgement], per_prompt: list[float]
+) -> dict[str, Any]:
     unscored = len(judged) - len(scored)
     reasons: dict[str, int] = defaultdict(int)
     for judgement in judged:
@@ -107,6 +138,9 @@ def _quality(judged: list[Judgement], scored: list[Judgement]) -> dict[str, Any]
 
     return {
         "score": describe([judgement.overall_score for judgement in scored]),
+        # Repetitions of one prompt are not independent samples of the model's quality, so
+        # this interval, over per-prompt means, is the one to quote when comparing models.
+        "score_by_prompt": describe(per_prompt),
         "criteria_scores": {
             name: describe([getattr(judgement, name) for judgement in scored]) for name in CRITERIA
         },
@@ -131,7 +165,8 @@ def _cost(rows: list[RunRow], judged: list[Judgement]) -> dict[str, Any]:
         "candidate_usd": candidate,
         "judge_usd": judge,
         "total_usd": candidate + judge,
-        # Per 1,000 prompts answered, so jobs of different sizes compare directly.
+        # Per 1,000 prompts answered once (one run, judging included), so jobs with different
+        # numbers of prompts and repetitions compare directly.
         "per_1000_prompts_usd": (candidate + judge) / priced * 1000 if priced else None,
         "unpriced_runs": sum(1 for row in rows if row.run.status == "succeeded")
         - priced,

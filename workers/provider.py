@@ -31,6 +31,27 @@ _client_lock = threading.Lock()
 _clients: dict[tuple[str | None, float], Mistral] = {}
 
 
+class StreamCounter:
+    """Streams open in this process. Many at once queue for the GIL and inflate measured times."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+
+    def enter(self) -> int:
+        """Count one more open stream and return how many are open, this one included."""
+        with self._lock:
+            self._open += 1
+            return self._open
+
+    def leave(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+
+open_streams = StreamCounter()
+
+
 @dataclass
 class ChatResult:
     text: str
@@ -40,6 +61,8 @@ class ChatResult:
     tokens_estimated: bool
     timing: StreamTiming
     injected: dict[str, Any] | None = field(default=None)
+    # Streams open in this process when this one started, itself included.
+    concurrent_streams: int = 1
 
     @property
     def total_tokens(self) -> int:
@@ -76,13 +99,19 @@ def stream_chat(
     if json_mode:
         request["response_format"] = {"type": "json_object"}
 
-    started = time.perf_counter()
-    with classified_errors(timeout_s):
-        stream = client.chat.stream(
-            model=model, messages=messages, timeout_ms=int(timeout_s * 1000), **request
-        )
-        with stream:
-            return _read_stream(stream, started, messages)
+    concurrent = open_streams.enter()
+    try:
+        started = time.perf_counter()
+        with classified_errors(timeout_s):
+            stream = client.chat.stream(
+                model=model, messages=messages, timeout_ms=int(timeout_s * 1000), **request
+            )
+            with stream:
+                result = _read_stream(stream, started, messages)
+    finally:
+        open_streams.leave()
+    result.concurrent_streams = concurrent
+    return result
 
 
 @contextmanager
