@@ -135,7 +135,16 @@ def _reject_non_json_body() -> None:
 
 
 def merge_rating_fields(query: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """Merge query parameters and JSON body fields, where a field in the body wins."""
+    """Merge query parameters and JSON body fields; a field given twice must agree."""
+    conflicts = sorted(
+        name for name in set(query) & set(body) if query[name] != body[name]
+    )
+    if conflicts:
+        raise Unprocessable(
+            f"{', '.join(conflicts)} given in both the query string and the JSON body with "
+            "different values; send each field once",
+            field=conflicts[0],
+        )
     merged = {**query, **body}
     if merged.get("rating") is None:
         raise Unprocessable(
@@ -158,7 +167,7 @@ class RateView(MethodView):
     @blueprint.response(201, RatingSchema, description="Rating stored")
     @blueprint.alt_response(200, schema=RatingSchema, description="Rating replaced")
     def post(self, query: dict[str, Any], body: dict[str, Any], run_id: str):
-        """Rate a run from 1 to 5, in query parameters or a JSON body (the body wins).
+        """Rate a run from 1 to 5, in query parameters or a JSON body (or both, if they agree).
 
         The same rater rating the same run on the same criterion again replaces the rating
         and its comment and returns 200. A new rating returns 201.

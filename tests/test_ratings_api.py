@@ -150,9 +150,9 @@ def test_rate_json_body_stores_rating(client, run_id):
     )
 
 
-def test_rate_body_wins_over_query(client, run_id):
+def test_rate_query_and_body_combine(client, run_id):
     response = client.post(
-        f"/rate/{run_id}?rating=1&comment=from-query&rater=query-rater",
+        f"/rate/{run_id}?rating=5&rater=query-rater",
         json={"rating": 5, "comment": "from-body"},
     )
 
@@ -160,8 +160,18 @@ def test_rate_body_wins_over_query(client, run_id):
     body = response.get_json()
     assert body["rating"] == 5
     assert body["comment"] == "from-body"
-    # A field only in the query still applies.
     assert body["rater"] == "query-rater"
+
+
+def test_rate_conflicting_query_and_body_rejected(client, settings, run_id):
+    before = count_rows(settings, Rating)
+    response = client.post(
+        f"/rate/{run_id}?rating=1&comment=from-query", json={"rating": 5, "comment": "x"}
+    )
+
+    assert response.status_code == 422
+    assert "comment, rating given in both" in response.get_json()["message"]
+    assert count_rows(settings, Rating) == before
 
 
 def test_rate_again_replaces_rating(client, settings, run_id):
