@@ -46,6 +46,8 @@ def api_command(host: str, port: int, *, workers: int, threads: int) -> list[str
         "--threads", str(threads),
         "--worker-class", "gthread",
         "--access-logfile", "-",
+        # gunicorn 23+ binds a control socket in the home folder; parallel stacks would collide.
+        "--no-control-socket",
         WSGI_APP,
     ]
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -69,9 +72,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     admin_url = os.environ.get("MISTRALMETER_TEST_ADMIN_URL", DEFAULT_ADMIN_URL)
     redis_url = os.environ.get("MISTRALMETER_TEST_REDIS_URL", DEFAULT_REDIS_URL)
     started = []
+    scratch_folders: list[Path] = []
 
     if not _postgres_answers(admin_url):
-        postgres = embedded_services.start_postgres(tmp_path_factory.mktemp("postgres"))
+        # Not under pytest's temporary folder: a second pytest session resets it to mode 0700,
+        # which locks out the system user the embedded server runs as when we are root.
+        scratch_folders.append(Path(tempfile.mkdtemp(prefix="mm-pg-")))
+        postgres = embedded_services.start_postgres(scratch_folders[-1])
         started.append(postgres)
         admin_url = postgres.libpq_url("postgres")
     if not _redis_answers(redis_url):
@@ -86,6 +93,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         _drop_test_database(admin_url, database_url)
         for service in reversed(started):
             service.stop()
+        for folder in scratch_folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _create_test_database(admin_url: str) -> str:

@@ -42,10 +42,11 @@ SERVICE_MAX_RETRIES = 240
 def visibility_timeout_s(settings: Settings) -> int:
     """Return the seconds after which Redis hands an unacknowledged task to another worker.
 
-    Tasks of a worker killed with SIGKILL wait this long before they run again. A task that
-    runs longer than this while its worker lives also runs a second time, which the idempotent
-    run writes absorb, but it costs model calls. NOTE: the threads pool does not enforce
-    soft_time_limit, so the default margin bounds only tasks that finish on their own.
+    Tasks of a worker killed with SIGKILL wait this long, then until a worker scans for them:
+    kombu 5.7 scans when a worker starts and every 100 s. A task that runs longer than this
+    while its worker lives, or waits longer in a retry countdown, runs a second time. The
+    idempotent run writes absorb that, but it costs model calls. NOTE: Celery 5.7's threads
+    pool ignores soft_time_limit, so the default margin bounds only tasks that end by themselves.
     """
     if settings.visibility_timeout_s is not None:
         return settings.visibility_timeout_s
