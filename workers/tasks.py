@@ -18,6 +18,8 @@ from workers.webhooks import WebhookFailed, send_alert
 
 logger = logging.getLogger(__name__)
 
+# NOTE: Celery's threads pool does not enforce soft_time_limit (it needs prefork or gevent).
+# What bounds a run there is the HTTP timeout per attempt and the rate-limit wait timeout.
 SOFT_TIME_LIMIT_S = get_settings().task_soft_time_limit_s
 
 
