@@ -34,9 +34,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api import stats, stream
     from api.errors import register_error_handlers
     from api.extensions import api
+    from api.parsing import reject_unexpected_query
 
     # Error handlers first, so the blueprints' own errors use the envelope too.
     register_error_handlers(app)
+    app.before_request(reject_unexpected_query)
     api.init_app(app)
     app.register_error_handler(RequestEntityTooLarge, _too_large(settings))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_smorest import Api
+from sqlalchemy import exc as sqlalchemy_exc
 from werkzeug.exceptions import HTTPException
 
 from mistralmeter.logging_setup import log_fields
@@ -112,7 +113,21 @@ def _body_is_not_json() -> bool | None:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, _handle_api_error)
+    app.register_error_handler(sqlalchemy_exc.OperationalError, _handle_database_down)
+    app.register_error_handler(sqlalchemy_exc.InterfaceError, _handle_database_down)
     app.register_error_handler(Exception, _handle_unexpected)
+
+
+def _handle_database_down(error: Exception):
+    logger.error(
+        "database unavailable", extra=log_fields(path=request.path, error=type(error).__name__)
+    )
+    payload = {
+        "code": 503,
+        "status": _status_name(503),
+        "message": "the database is unavailable; nothing was stored, try again shortly",
+    }
+    return payload, 503
 
 
 def _handle_api_error(error: ApiError):

@@ -33,3 +33,52 @@ class JsonArgumentsParser(FlaskParser):
 
 
 JSON_PARSER = JsonArgumentsParser()
+
+
+# Routes that read query parameters themselves instead of through a schema.
+MANUAL_QUERY_PARAMETERS = {
+    ("datasets.DatasetListView", "POST"): {"name", "description", "format"},
+}
+
+
+def reject_unexpected_query() -> None:
+    """Reject query parameters a route does not take, and any parameter given twice.
+
+    Routes with a query schema are checked by it; this covers the others, where a stray
+    `?runs=50` would otherwise be ignored without a word.
+    """
+    from flask import current_app, request
+
+    from api.errors import Unprocessable
+
+    repeated = sorted(key for key in request.args if len(request.args.getlist(key)) > 1)
+    if repeated:
+        raise Unprocessable(
+            f"query parameter {', '.join(repeated)} given more than once; give each once",
+            field=repeated[0],
+        )
+    if not request.args or request.endpoint is None:
+        return
+
+    allowed = MANUAL_QUERY_PARAMETERS.get((request.endpoint, request.method))
+    if allowed is None:
+        if _declares_query_schema(current_app.view_functions.get(request.endpoint)):
+            return
+        allowed = set()
+    unexpected = sorted(set(request.args) - allowed)
+    if unexpected:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise Unprocessable(
+            f"unknown query parameter {', '.join(unexpected)} for {request.method} "
+            f"{request.path}; {takes}",
+            field=unexpected[0],
+        )
+
+
+def _declares_query_schema(view) -> bool:
+    from flask import request
+
+    view_class = getattr(view, "view_class", None)
+    method = getattr(view_class, request.method.lower(), None) if view_class else view
+    parameters = getattr(method, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    return any(parameter.get("in") == "query" for parameter in parameters)

@@ -32,8 +32,11 @@ JUDGE_COLUMNS = (
     "judge_model", "judge_status", "quality_score", *CRITERIA, "judge_score_std_dev",
     "judge_unscored_reason", "judge_cost_usd", "feedback",
 )
+# What the simulator reported it injected, to check measured times against (null otherwise).
+INJECTED_COLUMNS = ("started_at", "request_id", "injected_ttft_ms", "injected_itl_ms",
+                    "injected_output_tokens")
 TEXT_COLUMNS = ("prompt", "response")
-ALL_COLUMNS = RUN_COLUMNS + JUDGE_COLUMNS + TEXT_COLUMNS
+ALL_COLUMNS = RUN_COLUMNS + JUDGE_COLUMNS + INJECTED_COLUMNS + TEXT_COLUMNS
 
 # Rows fetched per round trip; bounds memory for jobs with many thousands of runs.
 BATCH_SIZE = 500
@@ -77,6 +80,12 @@ def flatten_run(run: Run, judgement: Judgement | None) -> dict[str, Any]:
             feedback=judgement.feedback,
             **{name: getattr(judgement, name) for name in CRITERIA},
         )
+    injected = run.injected or {}
+    row["started_at"] = run.started_at.isoformat() if run.started_at else None
+    row["request_id"] = injected.get("request_id")
+    row["injected_ttft_ms"] = injected.get("ttft_ms")
+    row["injected_itl_ms"] = injected.get("itl_ms")
+    row["injected_output_tokens"] = injected.get("output_tokens")
     row["prompt"] = run.prompt
     row["response"] = run.response
     return row

@@ -214,9 +214,12 @@ def handle_run(args: argparse.Namespace) -> int:
     try:
         return _run_on_available_stack(args, request, console, stderr)
     except ApiError as exc:
-        stderr.print(f"error: {exc}", style="bold red", highlight=False)
+        message = str(exc)
+        stderr.print(f"error: {message}", style="bold red", highlight=False)
         for line in format_field_errors(exc.errors):
-            stderr.print(f"  {line}", highlight=False)
+            # The API's message usually names the field already; repeat only what it lacks.
+            if line.split(": ", 1)[-1] not in message:
+                stderr.print(f"  {line}", highlight=False)
         return EXIT_API_ERROR
     except (StackStartError, StackProcessExited, StateDirBusyError, SettingsError, OSError) as exc:
         stderr.print(f"error: the embedded stack failed: {exc}", style="bold red", highlight=False)
@@ -293,6 +296,10 @@ def _print_endpoints(console: Console, endpoints: StackEndpoints, elapsed_s: flo
         f"  Flower:       REDIS_URL={endpoints.redis_url} mistralmeter flower --port 5555"
         if endpoints.started_redis
         else "  Flower:       mistralmeter flower --port 5555 (uses REDIS_URL)",
+        highlight=False,
+    )
+    console.print(
+        f"  Database:     DATABASE_URL='{endpoints.database_url}' (for import-llmbar and psql)",
         highlight=False,
     )
     console.print(f"  State folder: {endpoints.state_dir} (logs in {endpoints.log_dir})", highlight=False)

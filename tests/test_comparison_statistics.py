@@ -371,3 +371,13 @@ def test_pairwise_outcome_needs_sign_test_for_winner():
     assert result["p_value"] == 0.125
     assert result["winner"] is None
     assert result["verdict"] == "no significant difference"
+
+
+def test_pairwise_outcome_prompts_needed_exceeds_prompts_used():
+    """5 of 5 wins: the normal approximation says 4 prompts, but 5 were not enough."""
+    result = pairwise_outcome(5, 0, 0)
+
+    assert result["winner"] is None
+    assert result["p_value"] == 0.0625
+    assert result["prompts_needed"] == 6
+    assert "lower bound" in result["note"]

@@ -322,3 +322,22 @@ def test_unknown_job_is_404(client):
     response = client.get("/jobs/not-a-uuid")
     assert response.status_code == 404
     assert "UUID" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "text"),
+    [
+        ("post", "/evaluate?runs=50", "unknown query parameter runs"),
+        ("get", f"/jobs/{uuid.uuid4()}?verbose=1", "unknown query parameter verbose"),
+        ("get", "/datasets?page=2", "unknown query parameter page"),
+        ("post", "/datasets/mt_bench/evaluate?model=sim-small&runs=1&runs=2", "more than once"),
+    ],
+)
+def test_unexpected_query_parameters_rejected(client, db_session, method, path, text):
+    before = _job_count(db_session)
+    response = getattr(client, method)(path, json={"prompt": {"prompt": "x"}, "model": "sim-small"}
+                                       if method == "post" and path.startswith("/evaluate") else None)
+
+    assert response.status_code == 422
+    assert text in response.get_json()["message"]
+    assert _job_count(db_session) == before
