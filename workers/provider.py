@@ -69,17 +69,55 @@ class ChatResult:
         return self.input_tokens + self.output_tokens
 
 
+_send_marks = threading.local()
+
+
+def _record_send(event_name: str, _info: dict[str, Any]) -> None:
+    # httpcore calls this in the requesting thread; the mark is the moment the request
+    # headers start to go out, after any connection set-up (TCP, TLS) has finished.
+    if event_name.endswith("send_request_headers.started"):
+        _send_marks.sent_at = time.perf_counter()
+
+
+class SendTimingTransport(httpx2.HTTPTransport):
+    """An HTTP transport that marks when each request is sent, for the latency clock."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.extensions["trace"] = _record_send
+        return super().handle_request(request)
+
+
+def request_start(fallback: float) -> float:
+    """Return when the last request of this thread was sent, or `fallback` if not marked.
+
+    Timing from here leaves out connection set-up, which a new connection pays once and a
+    kept-alive one not at all, so the first runs of a job are not slower than the rest.
+    """
+    sent_at = getattr(_send_marks, "sent_at", None)
+    return sent_at if sent_at is not None and sent_at >= fallback else fallback
+
+
+def clear_request_start() -> None:
+    _send_marks.sent_at = None
+
+
 def get_client(settings: Settings) -> Mistral:
     """Return one SDK client per server URL and process; its HTTP pool is thread-safe."""
     key = (settings.model_server_url, settings.request_timeout_s)
     with _client_lock:
         client = _clients.get(key)
         if client is None:
+            http_client = httpx2.Client(
+                transport=SendTimingTransport(),
+                timeout=settings.request_timeout_s,
+                follow_redirects=True,
+            )
             client = Mistral(
                 # The simulator accepts any key; a real key never leaves this call.
                 api_key=settings.mistral_api_key or "simulator",
                 server_url=settings.model_server_url,
                 timeout_ms=int(settings.request_timeout_s * 1000),
+                client=http_client,
             )
             _clients[key] = client
         return client
@@ -101,13 +139,14 @@ def stream_chat(
 
     concurrent = open_streams.enter()
     try:
-        started = time.perf_counter()
+        clear_request_start()
+        called = time.perf_counter()
         with classified_errors(timeout_s):
             stream = client.chat.stream(
                 model=model, messages=messages, timeout_ms=int(timeout_s * 1000), **request
             )
             with stream:
-                result = _read_stream(stream, started, messages)
+                result = _read_stream(stream, request_start(called), messages)
     finally:
         open_streams.leave()
     result.concurrent_streams = concurrent

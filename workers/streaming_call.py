@@ -31,9 +31,11 @@ from workers.provider import (
     PROVIDER,
     ChatResult,
     classified_errors,
+    clear_request_start,
     content_text,
     get_client,
     injected_plan,
+    request_start,
     token_counts,
 )
 from workers.ratelimit import (
@@ -234,7 +236,8 @@ class _StreamCall:
     def _open_stream(self, lease: Lease) -> _StreamReader:
         timeout_s = self.settings.request_timeout_s
         # The clock starts just before the request is sent, as in workers/provider.py.
-        started = time.perf_counter()
+        clear_request_start()
+        called = time.perf_counter()
         with classified_errors(timeout_s):
             stream = self.client.chat.stream(
                 model=self.model,
@@ -242,7 +245,7 @@ class _StreamCall:
                 timeout_ms=int(timeout_s * 1000),
                 **self.request,
             )
-        reader = _StreamReader(stream, lease, started, self.messages, timeout_s)
+        reader = _StreamReader(stream, lease, request_start(called), self.messages, timeout_s)
         try:
             reader.read_first_chunk()
         except BaseException:
