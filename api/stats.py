@@ -141,6 +141,8 @@ def group_document(group: GroupStats) -> dict[str, Any]:
         "tokens": {name: group.metrics[name] for name in TOKEN_METRICS},
         "quality": {
             "score": group.metrics[SCORE_METRIC],
+            # Over per-prompt means (repetitions of a prompt in one job count once).
+            "score_by_prompt": group.metrics["score_by_prompt"],
             "criteria_scores": {name: group.metrics[name] for name in CRITERIA},
             "judged": group.judged,
             "unscored": group.unscored,

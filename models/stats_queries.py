@@ -117,13 +117,58 @@ def aggregate_runs(
     )
     rows = session.execute(statement).mappings().all()
     errors = _error_counts(session, conditions, keys)
+    prompt_scores = _prompt_score_statistics(session, conditions, pool_versions, confidence)
 
     groups = []
     for row in rows:
         group = _group_from_row(row, pool_versions, confidence)
         group.errors = errors.get(_key_of(row), {})
+        group.metrics["score_by_prompt"] = prompt_scores.get(_key_of(row), empty_statistics())
         groups.append(group)
     return groups
+
+
+def _prompt_score_statistics(
+    session: Session,
+    conditions: list[ColumnElement[bool]],
+    pool_versions: bool,
+    confidence: float,
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Statistics over per-prompt mean scores: a prompt's repetitions in one job count once."""
+    keys = _group_columns(pool_versions)
+    per_prompt = (
+        select(*keys, func.avg(Judgement.overall_score).label("prompt_mean"))
+        .select_from(Run)
+        .join(Job, Job.id == Run.job_id)
+        .join(Judgement, Judgement.run_id == Run.id)
+        .where(*conditions, Run.status == "succeeded", Judgement.status == "scored")
+        .group_by(*keys, Run.job_id, Run.item_id)
+        .subquery()
+    )
+    outer_keys = [per_prompt.c[column.key] for column in keys]
+    value = per_prompt.c.prompt_mean
+    statement = select(
+        *outer_keys,
+        func.count(value).label("n"),
+        func.avg(value).label("mean"),
+        func.stddev_samp(value).label("std_dev"),
+        func.min(value).label("minimum"),
+        func.max(value).label("maximum"),
+        func.percentile_cont(array([*PERCENTILES], type_=Float)).within_group(value).label("percentiles"),
+    ).group_by(*outer_keys)
+
+    results = {}
+    for row in session.execute(statement).mappings():
+        results[_key_of(row)] = statistics_from_aggregates(
+            n=int(row["n"]),
+            mean=row["mean"],
+            std_dev=row["std_dev"],
+            minimum=row["minimum"],
+            maximum=row["maximum"],
+            percentiles=row["percentiles"],
+            confidence=confidence,
+        )
+    return results
 
 
 def filter_conditions(filters: StatsFilters) -> list[ColumnElement[bool]]:

@@ -172,6 +172,22 @@ def test_stats_agree_with_job_summary(stats_client, judged_job):
     assert group["cost"]["total_usd"] == pytest.approx(summary["cost"]["total_usd"], rel=1e-12)
 
 
+def test_stats_score_by_prompt_matches_job_summary(stats_client, judged_job):
+    """Both compute statistics over per-prompt means: 6 prompts, 2 repetitions each."""
+    expected = judged_job["result"]["summary"][CANDIDATE]["quality"]["score_by_prompt"]
+    group = get_stats(stats_client, job_id=judged_job["id"])["groups"][0]
+    actual = group["quality"]["score_by_prompt"]
+
+    assert actual["n"] == 6
+    assert expected["n"] == 6
+    for key in ("mean", "min", "max", "p50", "p95", "p99"):
+        assert actual[key] == pytest.approx(expected[key], rel=1e-9), key
+    if expected["std_dev"] is None:
+        assert actual["std_dev"] is None
+    else:
+        assert actual["std_dev"] == pytest.approx(expected["std_dev"], rel=1e-9)
+
+
 def test_stats_error_rate_counts_failed_runs(stats_client, celery_worker):
     job = run_batch(stats_client, BROKEN, 2)
     assert job["status"] == "failed"
