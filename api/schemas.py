@@ -133,11 +133,9 @@ class ModelName(fields.String):
         )
 
 
-class JobOptionsSchema(StrictSchema):
-    """Fields every evaluation job accepts."""
+class RunOptionsSchema(StrictSchema):
+    """How each prompt is run: repetitions, sampling, judging and rate-limit overrides."""
 
-    model = ModelName(required=True)
-    judge_model = ModelName(load_default=None, allow_none=True)
     runs = fields.Integer(
         load_default=1,
         strict=True,
@@ -146,6 +144,13 @@ class JobOptionsSchema(StrictSchema):
     params = fields.Nested(ParamsSchema, load_default=dict)
     judge = fields.Nested(JudgeOptionsSchema, load_default=None, allow_none=True)
     rate_limits = fields.Nested(RateLimitOverridesSchema, load_default=None, allow_none=True)
+
+
+class JobOptionsSchema(RunOptionsSchema):
+    """Fields every single-model evaluation job accepts."""
+
+    model = ModelName(required=True)
+    judge_model = ModelName(load_default=None, allow_none=True)
 
     @validates_schema
     def _judge_differs(self, data: dict[str, Any], **_: Any) -> None:
@@ -239,7 +244,7 @@ class ResultsQuerySchema(Schema):
     )
 
 
-class CompareSchema(StrictSchema):
+class CompareSchema(RunOptionsSchema):
     """Two models on one prompt or on a dataset, judged by a third model in both orders."""
 
     model_a = ModelName(required=True)
@@ -249,14 +254,6 @@ class CompareSchema(StrictSchema):
     dataset = fields.String(validate=validate.Length(min=1, max=64))
     version = fields.String(load_default=None, allow_none=True)
     limit = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
-    runs = fields.Integer(
-        load_default=1,
-        strict=True,
-        validate=validate.Range(min=1, max=MAX_RUNS, error="must be between {min} and {max}"),
-    )
-    params = fields.Nested(ParamsSchema, load_default=dict)
-    judge = fields.Nested(JudgeOptionsSchema, load_default=None, allow_none=True)
-    rate_limits = fields.Nested(RateLimitOverridesSchema, load_default=None, allow_none=True)
 
     @validates_schema
     def _three_distinct_models(self, data: dict[str, Any], **_: Any) -> None:
