@@ -29,7 +29,9 @@ class ApiError(Exception):
     def __init__(self, message: str, *, field: str | None = None, errors: dict | None = None):
         super().__init__(message)
         self.message = message
-        self.errors = errors if errors is not None else ({field: [message]} if field else None)
+        if errors is None and field:
+            errors = {field: [message]}
+        self.errors = errors
 
 
 class BadRequest(ApiError):

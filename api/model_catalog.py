@@ -16,7 +16,7 @@ _cache: dict[str | None, tuple[float, frozenset[str]]] = {}
 
 
 class CatalogUnavailable(RuntimeError):
-    """The model server did not answer GET /v1/models."""
+    """The model server returned no model list for GET /v1/models."""
 
 
 def known_models(settings: Settings) -> frozenset[str]:

@@ -32,7 +32,7 @@ JUDGE_COLUMNS = (
     "judge_model", "judge_status", "quality_score", *CRITERIA, "judge_score_std_dev",
     "judge_unscored_reason", "judge_cost_usd", "feedback",
 )
-# What the simulator reported it injected, to check measured times against (null otherwise).
+# Timings the simulator reported injecting, to check measured times against (null otherwise).
 INJECTED_COLUMNS = ("started_at", "request_id", "injected_ttft_ms", "injected_itl_ms",
                     "injected_output_tokens")
 TEXT_COLUMNS = ("prompt", "response")

@@ -134,7 +134,7 @@ class ModelName(fields.String):
 
 
 class RunOptionsSchema(StrictSchema):
-    """How each prompt is run: repetitions, sampling, judging and rate-limit overrides."""
+    """Options for running each prompt: repetitions, sampling, judging and rate-limit overrides."""
 
     runs = fields.Integer(
         load_default=1,

@@ -154,8 +154,8 @@ def pairwise_outcome(
     elif win_rate == _NO_PREFERENCE:
         notes.append("The win rate is exactly 0.5, so there is no effect to size a sample for.")
     else:
-        # The approximation can fall below the prompts already used when n is small; more
-        # prompts are needed in any case, so it never reports fewer than n + 1.
+        # At small n the approximation can fall below the prompts already used. More prompts
+        # are needed in any case, so the result is never fewer than n + 1.
         needed = prompts_needed(win_rate, alpha=alpha, power=power)
         result["prompts_needed"] = max(needed, n + 1)
         if needed <= n:

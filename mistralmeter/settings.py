@@ -73,9 +73,9 @@ class Settings:
     # USD per million tokens, merged over the dated defaults in mistralmeter/pricing.py.
     price_overrides: dict[str, Any] = field(default_factory=dict)
 
-    # Threads per worker process. More streams per process let one process keep a high
-    # in-flight limit busy, but past about 10 they queue for the interpreter and inflate the
-    # measured times; docs/benchmarks.md has the measurements.
+    # Threads per worker process. More streams per process keep a high in-flight limit busy,
+    # but past about 10 they queue for the interpreter and inflate the measured times.
+    # docs/benchmarks.md has the measurements.
     worker_concurrency: int = 8
     max_prompt_chars: int = 100_000
     max_upload_bytes: int = 10 * 1024 * 1024

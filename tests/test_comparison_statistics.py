@@ -374,7 +374,7 @@ def test_pairwise_outcome_needs_sign_test_for_winner():
 
 
 def test_pairwise_outcome_prompts_needed_exceeds_prompts_used():
-    """5 of 5 wins: the normal approximation says 4 prompts, but 5 were not enough."""
+    """5 of 5 wins: the normal approximation gives 4 prompts, but 5 were not enough."""
     result = pairwise_outcome(5, 0, 0)
 
     assert result["winner"] is None

@@ -59,7 +59,7 @@ def test_dataset_evaluation_writes_one_run_per_item_and_repetition(
     for run in runs:
         assert run.status == "succeeded"
         assert run.dataset_version == uploaded["version"]
-        # The simulator was told: 20 output tokens, TTFT 40 ms, 2 ms between tokens.
+        # The simulator's profile: 20 output tokens, TTFT 40 ms, 2 ms between tokens.
         assert run.output_tokens == 20
         assert run.tokens_estimated is False
         assert run.total_tokens == run.input_tokens + 20

@@ -17,7 +17,7 @@ from mistralmeter.logging_setup import configure_logging, log_fields
 from mistralmeter.settings import Settings, get_settings
 from models.db import dispose_engines
 
-# How often beat asks for due schedules; a schedule starts at most this late.
+# Seconds between beat's checks for due schedules, so a schedule starts at most this late.
 SCHEDULE_TICK_S = 30.0
 
 logger = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ def _paired(pairs: list[tuple[RunRow, RunRow]], name: str) -> dict[str, Any]:
 
 
 def _p95_ratio(rows: list[RunRow], model_a: str, model_b: str) -> float | None:
-    """How many times longer model_b's p95 total time is than model_a's (>1: a is faster)."""
+    """Return model_b's p95 total time divided by model_a's; above 1 means a is faster."""
 
     def p95(model: str) -> float | None:
         values = [r.run.total_ms for r in rows if r.run.model == model and r.run.total_ms]

@@ -91,7 +91,7 @@ def summarise_model(rows: list[RunRow]) -> dict[str, Any]:
 
 
 def _per_prompt_scores(succeeded: list[RunRow]) -> list[float]:
-    """Each prompt's mean judged score over its repetitions."""
+    """Return each prompt's mean judged score over its repetitions."""
     scores: dict[str, list[float]] = defaultdict(list)
     for row in succeeded:
         judgement = row.judgement
@@ -101,7 +101,7 @@ def _per_prompt_scores(succeeded: list[RunRow]) -> list[float]:
 
 
 def _measurement(succeeded: list[RunRow]) -> dict[str, Any]:
-    """How crowded the worker processes were, since crowding inflates measured times."""
+    """Report the most streams one worker process had open, because crowding inflates timings."""
     counts = [row.run.concurrent_streams for row in succeeded if row.run.concurrent_streams]
     peak = max(counts) if counts else None
     note = None
@@ -188,7 +188,7 @@ def _length_bias(succeeded: list[RunRow]) -> dict[str, Any]:
 
 
 def prompt_rows(job: Job, rows: list[RunRow]) -> list[dict[str, Any]]:
-    """One row per (prompt, model): its latency and quality means and its failures."""
+    """Build one row per (prompt, model) with its latency and quality means and its failures."""
     grouped: dict[tuple[str, str], list[RunRow]] = defaultdict(list)
     for row in rows:
         grouped[(row.run.item_id, row.run.model)].append(row)
@@ -226,7 +226,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def evaluation_view(job: Job, rows: list[RunRow]) -> dict[str, Any]:
-    """The single-prompt shape: `response` and `metrics` for one run, `responses` for several."""
+    """Build the single-prompt shape: `response` and `metrics` for one run, `responses` for several."""
     model_rows = [row for row in rows if row.run.model == job.models[0]]
     if job.repetitions == 1 and len(model_rows) == 1:
         return single_run_view(model_rows[0])
@@ -257,7 +257,7 @@ def single_run_view(row: RunRow) -> dict[str, Any]:
 
 
 def run_view(row: RunRow) -> dict[str, Any]:
-    """One run in the names PRODUCT.md fixes: response, metrics.tokens/latency/quality."""
+    """Describe one run in the documented names: response, metrics.tokens/latency/quality."""
     run, judgement = row.run, row.judgement
     quality = None
     if judgement is not None:

@@ -73,7 +73,7 @@ _send_marks = threading.local()
 
 
 def _record_send(event_name: str, _info: dict[str, Any]) -> None:
-    # httpcore calls this in the requesting thread; the mark is the moment the request
+    # httpcore calls this in the requesting thread. The mark is the moment the request
     # headers start to go out, after any connection set-up (TCP, TLS) has finished.
     if event_name.endswith("send_request_headers.started"):
         _send_marks.sent_at = time.perf_counter()
