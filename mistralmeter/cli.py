@@ -64,7 +64,13 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> None:
         help="loopback TCP port for the API (default: a free port, printed at start)",
     )
     parser.add_argument(
-        "--beat", action="store_true", help="also start Celery beat, which runs the scheduled benchmarks"
+        "--beat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "start Celery beat, which starts the scheduled benchmarks and sends again the tasks"
+            " of jobs whose tasks the broker lost (default: on)"
+        ),
     )
     parser.set_defaults(handler=handle_up)
 

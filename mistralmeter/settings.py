@@ -7,6 +7,7 @@ where ``mistralmeter up`` exports the URLs of the services it started.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,6 +39,13 @@ def _parse_bool(raw: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError("expected one of 1, 0, true, false, yes, no, on, off")
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("expected a finite number of seconds greater than 0")
+    return value
 
 
 def _parse_json_object(raw: str) -> dict[str, Any]:
@@ -85,6 +93,10 @@ class Settings:
     # Seconds before the broker hands an unacknowledged task to another worker. None means
     # task_soft_time_limit_s + 300; see workers/celery_app.py for the trade-off.
     visibility_timeout_s: int | None = None
+    # Beat checks every recovery_interval_s for unfinished jobs that wrote no run for
+    # recovery_stall_s and have no task left in the broker, and sends their work again.
+    recovery_interval_s: float = 60.0
+    recovery_stall_s: float = 120.0
 
     log_level: str = "INFO"
     log_json: bool = False
@@ -143,6 +155,12 @@ def load_settings() -> Settings:
             "MISTRALMETER_TASK_SOFT_TIME_LIMIT_S", defaults.task_soft_time_limit_s, int
         ),
         visibility_timeout_s=_read("MISTRALMETER_VISIBILITY_TIMEOUT_S", None, int),
+        recovery_interval_s=_read(
+            "MISTRALMETER_RECOVERY_INTERVAL_S", defaults.recovery_interval_s, _positive_float
+        ),
+        recovery_stall_s=_read(
+            "MISTRALMETER_RECOVERY_STALL_S", defaults.recovery_stall_s, _positive_float
+        ),
         log_level=_read("MISTRALMETER_LOG_LEVEL", defaults.log_level, str),
         log_json=_read("MISTRALMETER_LOG_JSON", defaults.log_json, _parse_bool),
         state_dir=_read("MISTRALMETER_STATE_DIR", None, str),

@@ -84,12 +84,21 @@ def lock_job(session: Session, job_id: uuid.UUID) -> Job | None:
 
 def pairs_pending(session: Session, job: Job) -> int:
     """Count (item, repetition) pairs of a comparison whose runs both succeeded but are unjudged."""
+    pending = _pending_pairs(job).subquery()
+    return session.execute(select(func.count()).select_from(pending)).scalar_one()
+
+
+def pending_pair_keys(session: Session, job: Job) -> list[tuple[str, int]]:
+    """List the (item, repetition) pairs that pairs_pending counts."""
+    return [(item_id, repetition) for item_id, repetition in session.execute(_pending_pairs(job))]
+
+
+def _pending_pairs(job: Job):
     model_a, model_b = job.models
     run_a = aliased(Run)
     run_b = aliased(Run)
-    statement = (
-        select(func.count())
-        .select_from(run_a)
+    return (
+        select(run_a.item_id, run_a.repetition)
         .join(
             run_b,
             (run_b.job_id == run_a.job_id)
@@ -109,4 +118,3 @@ def pairs_pending(session: Session, job: Job) -> int:
             PairwiseJudgement.id.is_(None),
         )
     )
-    return session.execute(statement).scalar_one()

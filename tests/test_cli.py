@@ -147,6 +147,14 @@ def test_parser_has_subcommand(argv: list[str]) -> None:
     assert cli.build_parser().parse_args(argv).command == argv[0]
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], True), (["--beat"], True), (["--no-beat"], False)]
+)
+def test_parser_up_starts_beat_by_default(flags: list[str], expected: bool) -> None:
+    """Beat runs the schedules and the lost-task recovery, so `up` starts it unless told not to."""
+    assert cli.build_parser().parse_args(["up", *flags]).beat is expected
+
+
 def test_register_subcommand_adds_parser() -> None:
     """A registered builder's subcommand parses, and a second registration of a name is rejected."""
 

@@ -39,6 +39,7 @@ from tests.worker_processes import (
     count_runs,
     read_job,
     running_api,
+    running_beat,
     running_workers,
     simulator_call,
     start_worker,
@@ -59,6 +60,12 @@ VISIBILITY_TIMEOUT_S = 8
 OUTAGE_S = 2.0
 # Seconds without a new run after which the test kills a worker whose consumer hung.
 STALL_S = 20.0
+# Beat looks for stalled jobs every 2 s, and sends again the tasks of a job that wrote no run
+# for 5 s and has none left in the broker.
+RECOVERY_SETTINGS = {
+    "MISTRALMETER_RECOVERY_INTERVAL_S": "2",
+    "MISTRALMETER_RECOVERY_STALL_S": "5",
+}
 
 SIMULATOR_CONFIG = {
     "seed": 11,
@@ -230,6 +237,30 @@ def test_killed_worker_tasks_are_redelivered(stack: ProcessStack, api: ApiProces
     assert all(row.status == "succeeded" for row in rows)
 
 
+def test_lost_tasks_are_sent_again(stack: ProcessStack, api: ApiProcess):
+    """A job whose queued tasks the broker lost is finished by beat's recovery task."""
+    prompts, repetitions = 10, 3
+    environment = stack.environment(**RECOVERY_SETTINGS)
+    broker = redis.Redis.from_url(stack.redis_url)
+
+    job_id = submit_batch(api.url, model="sim-steady", prompts=prompts, runs=repetitions)[
+        "job_id"
+    ]
+    # No worker runs yet, so the start task still waits in the queue: deleting it is the loss.
+    assert broker.llen(QUEUE_NAME) == 1
+    broker.delete(QUEUE_NAME)
+
+    with running_beat(environment, log_dir=stack.log_dir), running_workers(
+        environment, ["recovery"], log_dir=stack.log_dir, concurrency=8
+    ):
+        status, rows = wait_for_job(stack, job_id, timeout_s=90)
+
+    assert status == "succeeded"
+    assert run_keys(rows) == expected_keys(prompts, repetitions)
+    assert all(row.status == "succeeded" for row in rows)
+    assert all(row.attempts == 1 for row in rows)
+
+
 def wait_until_idle(stack: ProcessStack, job_id: str, broker: redis.Redis) -> int:
     """Wait until the queue is empty and no run was written for 2 s; return the runs written."""
     deadline = time.monotonic() + 60
@@ -258,12 +289,13 @@ def test_redis_restart_mid_job_loses_no_run(stack: ProcessStack, tmp_path: Path)
         settings=stack.settings,
     )
     environment = restarted.environment(
-        MISTRALMETER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S)
+        MISTRALMETER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S), **RECOVERY_SETTINGS
     )
     workers: list[WorkerProcess] = []
 
     try:
-        with running_api(environment, log_dir=stack.log_dir, name="api-redis") as api:
+        with running_api(environment, log_dir=stack.log_dir, name="api-redis") as api, \
+                running_beat(environment, log_dir=stack.log_dir):
             workers += start_workers(
                 environment, ["redis-restart"], log_dir=stack.log_dir, concurrency=8
             )
@@ -339,7 +371,19 @@ def wait_for_job_restarting_workers(
                 workers.append(replacement)
                 wait_for_workers([replacement])
         time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish within {timeout_s:.0f} s")
+    raise AssertionError(
+        f"job {job_id} did not finish within {timeout_s:.0f} s: {last_count} runs written; "
+        f"broker: {describe_broker(environment['REDIS_URL'])}"
+    )
+
+
+def describe_broker(redis_url: str) -> str:
+    """Describe what the broker still contains, so a failure shows whether a task was lost."""
+    try:
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+        return f"{client.llen(QUEUE_NAME)} queued, {client.hlen('unacked')} unacknowledged"
+    except redis.RedisError as error:
+        return f"unreachable ({error})"
 
 
 @pytest.fixture()

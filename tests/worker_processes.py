@@ -27,6 +27,7 @@ from mistralmeter.processes import (
     LOOPBACK_HOST,
     ManagedProcess,
     api_command,
+    beat_command,
     child_environment,
     find_free_port,
     worker_command,
@@ -218,6 +219,23 @@ def _control_app(broker_url: str) -> Iterator[Celery]:
         yield app
     finally:
         app.close()
+
+
+@contextmanager
+def running_beat(environment: Mapping[str, str], *, log_dir: Path) -> Iterator[ManagedProcess]:
+    """Run Celery beat, which sends the periodic tasks, until the block ends."""
+    managed = ManagedProcess(
+        "beat",
+        beat_command(loglevel="INFO", schedule_file=log_dir / "celerybeat-schedule"),
+        log_path=log_dir / "beat.log",
+        pid_path=log_dir / "beat.pid",
+        env=environment,
+    )
+    managed.start()
+    try:
+        yield managed
+    finally:
+        managed.stop(STOP_GRACE_S)
 
 
 @dataclass

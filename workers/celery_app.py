@@ -43,7 +43,7 @@ def visibility_timeout_s(settings: Settings) -> int:
     """Return the seconds after which Redis hands an unacknowledged task to another worker.
 
     Tasks of a worker killed with SIGKILL wait this long, then until a worker scans for them:
-    kombu 5.7 scans when a worker starts and every 100 s. A task that runs longer than this
+    kombu 5.7 scans when a worker starts and, with unacked_restore_throttle 1, about every 10 s. A task that runs longer than this
     while its worker lives, or waits longer in a retry countdown, runs a second time. The
     idempotent run writes absorb that, but it costs model calls. NOTE: Celery 5.7's threads
     pool ignores soft_time_limit, so the default margin bounds only tasks that end by themselves.
@@ -67,6 +67,8 @@ def create_celery_app() -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": visibility_timeout_s(settings),
+            # Scan for tasks of dead workers every poll interval (about 10 s), not every tenth.
+            "unacked_restore_throttle": 1,
         },
         task_default_queue=settings.queue_name,
         worker_send_task_events=True,
@@ -75,6 +77,10 @@ def create_celery_app() -> Celery:
             "start-due-schedules": {
                 "task": "mistralmeter.tick_schedules",
                 "schedule": SCHEDULE_TICK_S,
+            },
+            "recover-lost-tasks": {
+                "task": "mistralmeter.recover_lost_tasks",
+                "schedule": settings.recovery_interval_s,
             },
         },
     )

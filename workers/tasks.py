@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import uuid
 
+import redis
+
 from mistralmeter.logging_setup import log_fields
-from mistralmeter.settings import get_settings
+from mistralmeter.settings import Settings, get_settings
 from models.db import session_scope
 from models.jobs import Job
+from workers.broker_queue import job_ids_with_tasks
 from workers.celery_app import EvaluationTask, celery_app
 from workers.evaluation import RunKey, execute_run
 from workers.job_completion import finalize_if_complete
 from workers.pairwise import ensure_pair_judged
+from workers.recovery import RecoveryPlan, plan_recovery
 from workers.scheduling import fire_due_schedules
 from workers.webhooks import WebhookFailed, send_alert
 
@@ -79,6 +83,48 @@ def finalize_job(job_id: str) -> bool:
 def tick_schedules() -> int:
     """Start every due schedule; beat sends this every SCHEDULE_TICK_S seconds."""
     return len(fire_due_schedules(get_settings()))
+
+
+@celery_app.task(name="mistralmeter.recover_lost_tasks", base=EvaluationTask, soft_time_limit=120)
+def recover_lost_tasks() -> int:
+    """Send again the work of stalled jobs whose tasks the broker lost; return the tasks sent.
+
+    Beat sends this every recovery_interval_s. A call that finds another one running returns
+    at once, so two beats never send one job's tasks twice.
+    """
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    lock = client.lock(f"mistralmeter:recovery:{settings.queue_name}", timeout=300)
+    if not lock.acquire(blocking=False):
+        return 0
+    try:
+        plans = plan_recovery(settings, job_ids_with_tasks(client, settings.queue_name))
+        return sum(_send_again(settings, plan) for plan in plans)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            # The lock expired during a very long scan; the next call takes it again.
+            logger.warning("recovery lock expired before release")
+
+
+def _send_again(settings: Settings, plan: RecoveryPlan) -> int:
+    job_id = str(plan.job_id)
+    if plan.finalize:
+        logger.warning("job stalled with every run written, storing its result",
+                       extra=log_fields(job_id=job_id))
+        finalize_if_complete(settings, plan.job_id)
+        return 0
+
+    logger.warning(
+        "job stalled and the broker contains none of its tasks, sending them again",
+        extra=log_fields(job_id=job_id, tasks=len(plan.run_keys)),
+    )
+    for item_id, model, repetition in plan.run_keys:
+        run_task.apply_async(
+            kwargs={"job_id": job_id, "item_id": item_id, "model": model, "repetition": repetition}
+        )
+    return len(plan.run_keys)
 
 
 @celery_app.task(

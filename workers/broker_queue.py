@@ -1,0 +1,106 @@
+"""Read which jobs still have tasks in the Redis broker, queued or delivered but unacknowledged.
+
+The layout read here is kombu's Redis transport (kombu 5.x): a queue is a list of JSON
+messages, and a delivered message waits in the hash `unacked` as `[message, exchange,
+routing_key]` until its acknowledgement. A Celery message body is the JSON list `[args,
+kwargs, embed]`, base64-encoded when the message property body_encoding is "base64".
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any, Iterable, Iterator
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+# kombu's default key for delivered, unacknowledged messages (transport option unacked_key).
+UNACKED_KEY = "unacked"
+# Messages read per round trip, so a long queue is scanned without loading it all at once.
+SCAN_PAGE = 500
+TASKS_WITH_JOB_ID = frozenset(
+    {"mistralmeter.start_job", "mistralmeter.run", "mistralmeter.finalize_job"}
+)
+
+
+def job_ids_with_tasks(client: redis.Redis, queue_name: str) -> set[str]:
+    """Return the ids of jobs that have a task in `queue_name` or in the unacknowledged hash."""
+    job_ids: set[str] = set()
+    unreadable = 0
+    for raw in _queued_messages(client, queue_name):
+        job_id, readable = _job_id(_loads(raw))
+        unreadable += not readable
+        if job_id is not None:
+            job_ids.add(job_id)
+
+    for raw in _unacked_messages(client):
+        entry = _loads(raw)
+        message = entry[0] if isinstance(entry, list) and entry else None
+        job_id, readable = _job_id(message)
+        unreadable += not readable
+        if job_id is not None:
+            job_ids.add(job_id)
+
+    if unreadable:
+        logger.warning("broker messages not readable as Celery tasks: %d", unreadable)
+    return job_ids
+
+
+def _queued_messages(client: redis.Redis, queue_name: str) -> Iterator[bytes]:
+    start = 0
+    while True:
+        page = client.lrange(queue_name, start, start + SCAN_PAGE - 1)
+        yield from page
+        if len(page) < SCAN_PAGE:
+            return
+        start += SCAN_PAGE
+
+
+def _unacked_messages(client: redis.Redis) -> Iterable[bytes]:
+    for _tag, raw in client.hscan_iter(UNACKED_KEY, count=SCAN_PAGE):
+        yield raw
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _job_id(message: Any) -> tuple[str | None, bool]:
+    """Return (job id or None, whether the message could be read)."""
+    if not isinstance(message, dict):
+        return None, False
+    headers = message.get("headers")
+    if not isinstance(headers, dict):
+        return None, False
+    if headers.get("task") not in TASKS_WITH_JOB_ID:
+        # Another application's task, or one of ours that belongs to no job.
+        return None, True
+
+    body = _decode_body(message)
+    if not (isinstance(body, list) and len(body) >= 2):
+        return None, False
+    args, kwargs = body[0], body[1]
+    if isinstance(kwargs, dict) and isinstance(kwargs.get("job_id"), str):
+        return kwargs["job_id"], True
+    if isinstance(args, list) and args and isinstance(args[0], str):
+        return args[0], True
+    return None, False
+
+
+def _decode_body(message: dict[str, Any]) -> Any:
+    body = message.get("body")
+    if not isinstance(body, str):
+        return None
+    properties = message.get("properties") or {}
+    if properties.get("body_encoding") == "base64":
+        try:
+            body = base64.b64decode(body).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return _loads(body)
