@@ -20,6 +20,7 @@ from workers.model_errors import (
     TransientModelError,
     classify_http_status,
 )
+from workers.sdk_decoding import install_cached_decoding
 
 PROVIDER = "mistral"
 
@@ -107,6 +108,7 @@ def get_client(settings: Settings) -> Mistral:
     with _client_lock:
         client = _clients.get(key)
         if client is None:
+            install_cached_decoding()
             http_client = httpx2.Client(
                 transport=SendTimingTransport(),
                 timeout=settings.request_timeout_s,
