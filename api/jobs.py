@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import kombu.exceptions
+import redis
 from flask import Response, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
-
-from api.parsing import JSON_PARSER
 from sqlalchemy import func, select, update
 
 from api.errors import Conflict, NotFound
 from api.job_submission import settings_for_app
+from api.parsing import JSON_PARSER
 from api.results_export import CONTENT_TYPES, export_rows
 from api.schemas import JobListQuerySchema, JobSchema, ResultsQuerySchema
+from mistralmeter.logging_setup import log_fields
 from models.db import session_scope
 from models.jobs import FINISHED_STATUSES, Job
 from models.run_writes import job_progress
+
+logger = logging.getLogger(__name__)
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/jobs", description="Jobs and their results")
 # Set before the routes, because blueprint.arguments() binds the parser it finds.
@@ -102,7 +107,23 @@ class CancelView(MethodView):
                 .values(status="cancelled", finished_at=func.now())
             )
             session.refresh(job)
-            return job_document(session, job)
+            document = job_document(session, job)
+
+        _queue_partial_result(job.id)
+        return document
+
+
+def _queue_partial_result(job_id: uuid.UUID) -> None:
+    """Send a task that summarises the runs written so far. A failure here leaves the job cancelled."""
+    from workers.tasks import finalize_job
+
+    try:
+        finalize_job.apply_async(args=[str(job_id)], retry=False)
+    except (kombu.exceptions.KombuError, redis.RedisError, OSError) as error:
+        logger.warning(
+            "partial result of cancelled job not queued",
+            extra=log_fields(job_id=str(job_id), error=str(error)),
+        )
 
 
 @blueprint.route("/<job_id>/results")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -302,11 +303,19 @@ def test_cancel_stops_a_job(client, celery_worker, simulator_url):
     slow = copy.deepcopy(TEST_SIMULATOR_CONFIG)
     slow["models"]["sim-small"]["ttft_ms"] = 2000
     with simulator_config(simulator_url, slow):
+        # Four calls in flight at 2 s each: the job is cancelled after its first four runs,
+        # while the next four are calling the model.
         response = client.post(
             "/evaluate",
-            json={"prompt": {"prompt": "x"}, "model": "sim-small", "runs": 40},
+            json={
+                "prompt": {"prompt": "x"},
+                "model": "sim-small",
+                "runs": 40,
+                "rate_limits": {"max_in_flight": 4},
+            },
         )
         job_id = response.get_json()["job_id"]
+        wait_for_written_runs(client, job_id, at_least=4)
         cancelled = client.post(f"/jobs/{job_id}/cancel")
         again = client.post(f"/jobs/{job_id}/cancel")
 
@@ -314,7 +323,45 @@ def test_cancel_stops_a_job(client, celery_worker, simulator_url):
     assert cancelled.get_json()["status"] == "cancelled"
     assert again.status_code == 409
     assert "already cancelled" in again.get_json()["message"]
-    assert client.get(f"/jobs/{job_id}").get_json()["status"] == "cancelled"
+
+    # Runs that were calling the model finish after the cancel, and the partial result follows.
+    document = wait_for_partial_result(client, job_id)
+    written = document["progress"]["done"] + document["progress"]["failed"]
+    assert document["status"] == "cancelled"
+    assert 4 <= written < 40
+    assert document["result"]["partial"] == {
+        "reason": "cancelled", "runs_written": written, "total": 40
+    }
+    runs = document["result"]["summary"]["sim-small"]["runs"]
+    assert runs["total"] == written
+    assert document["result"]["metrics"]["latency"]["total_ms"]["n"] == runs["succeeded"]
+
+
+def wait_for_written_runs(client, job_id: str, at_least: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        progress = client.get(f"/jobs/{job_id}").get_json()["progress"]
+        if progress["done"] + progress["failed"] >= at_least:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} wrote fewer than {at_least} runs in {timeout_s} s")
+
+
+def wait_for_partial_result(client, job_id: str, timeout_s: float = 30.0) -> dict:
+    """Poll until no run was written for 3 s and the partial result counts every written run."""
+    deadline = time.monotonic() + timeout_s
+    last_written, settled_at = -1, time.monotonic()
+    document: dict = {}
+    while time.monotonic() < deadline:
+        document = client.get(f"/jobs/{job_id}").get_json()
+        written = document["progress"]["done"] + document["progress"]["failed"]
+        if written != last_written:
+            last_written, settled_at = written, time.monotonic()
+        partial = (document["result"] or {}).get("partial") or {}
+        if time.monotonic() - settled_at > 3.0 and partial.get("runs_written") == written:
+            return document
+        time.sleep(0.2)
+    raise AssertionError(f"no partial result for all written runs of {job_id}: {document}")
 
 
 def test_unknown_job_is_404(client):

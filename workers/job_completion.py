@@ -12,7 +12,7 @@ from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings
 from models.db import session_scope
 from models.jobs import Job
-from models.run_writes import job_progress, lock_job, pairs_pending
+from models.run_writes import Progress, job_progress, lock_job, pairs_pending
 from workers.comparison_results import comparison_section, load_pairwise
 from workers.job_results import build_result, load_run_rows
 from workers.regression import regression_report
@@ -21,8 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
-    """Store the result when every run is written; return True if this call finished the job."""
-    if not _looks_complete(settings, job_id):
+    """Store the result when every run is written; return True if this call finished the job.
+
+    For a cancelled job, store a partial result instead whenever runs were written since the
+    last one, because runs that were calling the model at cancel time still finish.
+    """
+    step = _next_step(settings, job_id)
+    if step == "summarize_cancelled":
+        _store_partial_result(settings, job_id)
+        return False
+    if step != "finalize":
         return False
 
     with session_scope(settings.database_url) as session:
@@ -65,14 +73,54 @@ def _queue_alert(job_id: uuid.UUID) -> None:
     notify_webhook.apply_async(args=[str(job_id)])
 
 
-def _looks_complete(settings: Settings, job_id: uuid.UUID) -> bool:
-    """Count runs without a lock first: most calls come from runs that are not the last one."""
+def _next_step(settings: Settings, job_id: uuid.UUID) -> str:
+    """Return "finalize", "summarize_cancelled" or "wait", from counts read without a lock.
+
+    Most calls come from runs that are not the last one, so they take no lock.
+    """
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        if job is None or job.is_finished:
-            return False
+        if job is None:
+            return "wait"
+        if job.status == "cancelled":
+            progress = job_progress(session, job)
+            return "summarize_cancelled" if _partial_is_stale(job, progress) else "wait"
+        if job.is_finished:
+            return "wait"
         progress = job_progress(session, job)
-        return progress.finished >= progress.total
+        return "finalize" if progress.finished >= progress.total else "wait"
+
+
+def _partial_is_stale(job: Job, progress: Progress) -> bool:
+    partial = (job.result or {}).get("partial") or {}
+    return partial.get("runs_written") != progress.finished
+
+
+def _store_partial_result(settings: Settings, job_id: uuid.UUID) -> None:
+    """Summarise the runs a cancelled job wrote, marked partial, unless that is already stored."""
+    with session_scope(settings.database_url) as session:
+        job = lock_job(session, job_id)
+        if job is None or job.status != "cancelled":
+            return
+        progress = job_progress(session, job)
+        if not _partial_is_stale(job, progress):
+            return
+
+        rows = load_run_rows(session, job.id)
+        result = build_result(job, rows)
+        if job.kind == "comparison":
+            result["comparison"] = comparison_section(job, rows, load_pairwise(session, job.id))
+        result["partial"] = {
+            "reason": "cancelled",
+            "runs_written": progress.finished,
+            "total": progress.total,
+        }
+        job.result = result
+
+    logger.info(
+        "partial result stored for cancelled job",
+        extra=log_fields(job_id=str(job_id), **progress.as_dict()),
+    )
 
 
 def _all_failed_message(rows: list) -> str:
