@@ -188,7 +188,13 @@ def handle_up(args: argparse.Namespace) -> int:
         _print_endpoints(console, endpoints, time.monotonic() - started)
         while True:
             time.sleep(1.0)
-            stack.check_processes()
+            for restart in stack.check_processes():
+                stderr.print(
+                    f"warning: {restart.name} exited with code {restart.exit_code}; started it"
+                    f" again (log: {restart.log_path})",
+                    style="yellow",
+                    highlight=False,
+                )
     except (StackProcessExited, StackStartError) as exc:
         stderr.print(f"error: {exc}; stopping the stack.", style="bold red", highlight=False)
         return EXIT_STACK_FAILED

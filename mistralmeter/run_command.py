@@ -94,7 +94,7 @@ def wait_for_jobs(
     *,
     poll_interval_s: float,
     timeout_s: float | None,
-    check_stack: Callable[[], None] | None = None,
+    check_stack: Callable[[], object] | None = None,
 ) -> None:
     """Poll GET /jobs/{id} until every job has finished, updating the display after each poll.
 
@@ -265,7 +265,7 @@ def run_evaluation(
     request: RunRequest,
     console: Console,
     *,
-    check_stack: Callable[[], None] | None = None,
+    check_stack: Callable[[], object] | None = None,
     api_stays_up: bool = True,
 ) -> int:
     """Submit, follow and report the jobs of one `mistralmeter run`; return the exit code.

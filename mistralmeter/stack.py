@@ -59,6 +59,15 @@ from mistralmeter.state_folder import (
 
 logger = logging.getLogger(__name__)
 
+# Parts that keep no state of their own, so the stack starts them again when they exit. A
+# Celery worker can exit after a broker outage, and its unacknowledged tasks return to the
+# queue after the visibility timeout.
+RESTARTABLE_PARTS = ("worker", "beat")
+# A part that exits more often than this within the window is failing, so the stack stops.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+
+
 class StackStartError(RuntimeError):
     """A part of the stack failed to start; names the part and the log file to read."""
 
@@ -105,6 +114,15 @@ class StackOptions:
 
 
 @dataclass(frozen=True)
+class ProcessRestart:
+    """A worker or beat process that exited and was started again."""
+
+    name: str
+    exit_code: int
+    log_path: Path
+
+
+@dataclass(frozen=True)
 class StackEndpoints:
     """Addresses of a started stack's parts, as passed to its child processes."""
 
@@ -141,6 +159,7 @@ class EmbeddedStack:
         self.endpoints: StackEndpoints | None = None
         self._lock = StateLock(self.state_dir / "stack.lock")
         self._started = _Started()
+        self._restarts: dict[str, list[float]] = {}
 
     def __enter__(self) -> EmbeddedStack:
         self.start()
@@ -201,17 +220,37 @@ class EmbeddedStack:
             remove_stack_record(self.state_dir)
             self._lock.release()
 
-    def check_processes(self) -> None:
-        """Raise StackProcessExited if any child process has exited on its own."""
+    def check_processes(self) -> list[ProcessRestart]:
+        """Start an exited worker or beat again, and return the restarts made.
+
+        Raise StackProcessExited when any other part exits, or when a worker or beat has
+        already been restarted MAX_RESTARTS times within RESTART_WINDOW_S.
+        """
+        restarts = []
         for process in self._started.processes:
             exit_code = process.exit_code()
-            if exit_code is not None:
+            if exit_code is None:
+                continue
+            if not self._restart_allowed(process.name):
                 raise StackProcessExited(process, exit_code)
+            process.start()
+            restarts.append(ProcessRestart(process.name, exit_code, process.log_path))
         redis_server = self._started.redis
         if redis_server is not None and not redis_server.is_running():
             raise StackProcessExited(redis_server.process, redis_server.process.exit_code() or 0)
         if self._started.postgres is not None and not self._started.postgres.is_running():
             raise StackStartError("PostgreSQL", "stopped unexpectedly", self._started.postgres.log_path)
+        return restarts
+
+    def _restart_allowed(self, name: str) -> bool:
+        if name not in RESTARTABLE_PARTS:
+            return False
+        now = time.monotonic()
+        recent = [at for at in self._restarts.get(name, []) if now - at < RESTART_WINDOW_S]
+        if len(recent) >= MAX_RESTARTS:
+            return False
+        self._restarts[name] = [*recent, now]
+        return True
 
     def _prepare_state_dir(self) -> None:
         for folder in (self.state_dir, self.log_dir, self.run_dir):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import redis
 from mistralmeter import embedded_services
 from mistralmeter.processes import ManagedProcess, child_environment, stop_leftover_process, stop_processes
 from mistralmeter.settings import get_settings
-from mistralmeter.stack import EmbeddedStack, StackOptions, StackStartError
+from mistralmeter.stack import MAX_RESTARTS, EmbeddedStack, StackOptions, StackStartError
 from mistralmeter.state_folder import StateDirBusyError, StateLock, read_running_stack
 
 
@@ -198,6 +199,29 @@ def test_read_running_stack_without_launcher(tmp_path: Path) -> None:
     assert read_running_stack(tmp_path) is None
 
 
+def _wait_for_workers(api_url: str, at_least: int, timeout_s: float = 60.0) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{api_url}/health", timeout=10).json()
+        if health["workers"] >= at_least:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_restarts_limited_to_worker_and_beat(tmp_path: Path) -> None:
+    """Only stateless parts restart, and a part that keeps exiting stops the stack."""
+    stack = EmbeddedStack(StackOptions(state_dir=tmp_path / "state"))
+
+    assert [stack._restart_allowed("worker") for _ in range(MAX_RESTARTS)] == [True] * MAX_RESTARTS
+    assert stack._restart_allowed("worker") is False
+    assert stack._restart_allowed("beat") is True
+    for name in ("api", "simulator", "migrate"):
+        assert stack._restart_allowed(name) is False
+
+
 def test_stack_start_failure_names_part_and_stops_services(
     tmp_path: Path, isolated_environment: None
 ) -> None:
@@ -240,6 +264,19 @@ def test_stack_starts_healthy_and_stops_every_process(
 
         with pytest.raises(StateDirBusyError):
             EmbeddedStack(StackOptions(state_dir=state_dir)).start()
+
+        # A worker that dies is started again, and reports to the API health check.
+        worker = next(p for p in stack._started.processes if p.name == "worker")
+        killed_pid = worker.pid
+        worker.signal_group(signal.SIGKILL)
+        assert _wait_gone(killed_pid)
+        [restart] = stack.check_processes()
+        assert restart.name == "worker"
+        assert restart.exit_code == -signal.SIGKILL
+        assert restart.log_path == state_dir / "logs" / "worker.log"
+        assert worker.pid != killed_pid
+        assert worker.is_running()
+        assert _wait_for_workers(endpoints.api_url, at_least=1)
 
         pids = [json.loads(path.read_text())["pid"] for path in (state_dir / "run").glob("*.pid")]
         assert len(pids) == 4  # redis, simulator, worker, api
