@@ -8,15 +8,23 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-
-from api.parsing import JSON_PARSER
 from marshmallow import ValidationError
 
-from api.errors import BadRequest, NotFound, Unprocessable
+from api.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from api.evaluate import accepted
 from api.job_submission import check_models, settings_for_app, submit_job
-from api.schemas import DatasetEvaluateBodySchema, DatasetEvaluateQuerySchema, JobAcceptedSchema
-from mistralmeter.dataset_files import DatasetFileError, parse_dataset, validate_dataset_name
+from api.parsing import JSON_PARSER
+from api.schemas import (
+    DatasetEvaluateBodySchema,
+    DatasetEvaluateQuerySchema,
+    JobAcceptedSchema,
+)
+from mistralmeter.dataset_files import (
+    DatasetFileError,
+    DatasetTooLargeError,
+    parse_dataset,
+    validate_dataset_name,
+)
 from models.dataset_store import (
     get_latest,
     get_version,
@@ -25,8 +33,8 @@ from models.dataset_store import (
     store_upload,
     sync_builtin_datasets,
 )
-from models.db import session_scope
 from models.datasets import Dataset
+from models.db import session_scope
 
 blueprint = Blueprint("datasets", __name__, url_prefix="/datasets", description="Prompt sets")
 # Set before the routes, because blueprint.arguments() binds the parser it finds.
@@ -74,6 +82,9 @@ class DatasetListView(MethodView):
                 max_bytes=settings.max_upload_bytes,
                 max_prompt_chars=settings.max_prompt_chars,
             )
+        except DatasetTooLargeError as exc:
+            raise PayloadTooLarge(f"{exc}; send a smaller file or split the dataset",
+                                  field="file") from exc
         except DatasetFileError as exc:
             message = str(exc)
             if exc.field == "format":

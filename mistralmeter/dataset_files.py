@@ -55,6 +55,10 @@ class DatasetFileError(ValueError):
         self.field = field
 
 
+class DatasetTooLargeError(DatasetFileError):
+    """A dataset file is larger than the size limit."""
+
+
 @dataclass(frozen=True)
 class DatasetItem:
     """One prompt of a dataset with its optional system prompt, style hint and reference."""
@@ -170,7 +174,7 @@ def validate_dataset_name(name: str) -> str:
 
 def _check_size(size: int, max_bytes: int) -> None:
     if size > max_bytes:
-        raise DatasetFileError(
+        raise DatasetTooLargeError(
             f"file is too large: {_describe_size(size)}; the limit is {_describe_size(max_bytes)}"
         )
 
