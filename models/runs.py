@@ -85,4 +85,6 @@ class Run(Base):
         CheckConstraint("repetition >= 0", name="repetition"),
         Index("ix_runs_model_created_at", "model", "created_at"),
         Index("ix_runs_dataset", "dataset_name", "dataset_version"),
+        # Progress counts per job and status read only this index.
+        Index("ix_runs_job_id_status", "job_id", "status"),
     )

@@ -1,0 +1,59 @@
+"""The migrations at head create exactly the schema the models declare, and 0005 round-trips."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+import models
+from models.migrate import downgrade_database, upgrade_database
+from tests.conftest import _dsn_url
+from tests.test_ratings_api import _scratch_database
+
+pytestmark = pytest.mark.services
+
+INDEX_QUERY = text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_runs_job_id_status'")
+
+
+def test_head_schema_matches_models(settings):
+    engine = create_engine(settings.database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), models.Base.metadata)
+    finally:
+        engine.dispose()
+
+    assert diff == []
+
+
+def test_job_status_index_round_trip(services):
+    admin, conninfo = _scratch_database(services)
+    url = _dsn_url(conninfo)
+    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        upgrade_database(url)
+        with engine.connect() as connection:
+            created = connection.execute(INDEX_QUERY).scalar_one()
+
+        downgrade_database(url, "0004")
+        with engine.connect() as connection:
+            dropped = connection.execute(INDEX_QUERY).scalar_one_or_none()
+
+        upgrade_database(url)
+        with engine.connect() as connection:
+            recreated = connection.execute(INDEX_QUERY).scalar_one()
+    finally:
+        engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    assert "(job_id, status)" in created
+    assert dropped is None
+    assert recreated == created
