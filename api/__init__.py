@@ -13,6 +13,8 @@ UPLOAD_FRAMING_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    from api import swagger_assets
+
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config.update(
@@ -24,7 +26,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Served by this app, so /docs needs no network access beyond the API.
+        OPENAPI_SWAGGER_UI_URL=swagger_assets.ASSETS_URL,
         JSON_SORT_KEYS=False,
     )
     configure_logging(settings)
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(ratings.blueprint)
     api.register_blueprint(stats.blueprint)
     api.register_blueprint(stream.blueprint)
+    app.register_blueprint(swagger_assets.blueprint)
     return app
 
 

@@ -233,6 +233,28 @@ def test_openapi_document_lists_the_routes(client):
         assert path in paths
 
 
+def test_docs_page_loads_assets_from_api(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "cdn" not in html.lower()
+
+    for name, content_type in (
+        ("swagger-ui-bundle.js", "javascript"),
+        ("swagger-ui-standalone-preset.js", "javascript"),
+        ("swagger-ui.css", "text/css"),
+    ):
+        assert f'"/docs/assets/{name}"' in html
+        asset = client.get(f"/docs/assets/{name}")
+        assert asset.status_code == 200, name
+        assert content_type in asset.content_type, name
+        assert len(asset.get_data()) > 10_000, name
+        asset.close()
+
+    assert client.get("/docs/assets/missing.js").status_code == 404
+    assert client.get("/docs/assets/../__init__.py").status_code == 404
+
+
 def _job_count(session) -> int:
     from sqlalchemy import func
 
