@@ -462,7 +462,7 @@ def cpu_seconds(bench: Bench, worker: psutil.Process) -> dict[str, float]:
 PROFILED_STEPS = {
     "execute_run, all of it": [("workers/evaluation.py", "execute_run")],
     "model call: SDK, HTTP and SSE parsing": [("workers/provider.py", "stream_chat")],
-    "of which pydantic.create_model in the SDK": [
+    "of which the SDK's unmarshal and marshal_json": [
         ("mistralai/client/utils/serializers.py", "unmarshal"),
         ("mistralai/client/utils/serializers.py", "marshal_json"),
     ],

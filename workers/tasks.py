@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 # What bounds a run there is the HTTP timeout per attempt and the rate-limit wait timeout.
 SOFT_TIME_LIMIT_S = get_settings().task_soft_time_limit_s
 
+# Kinds of the jobs this process ran tasks for, so that a run costs no extra database session.
+JOB_KINDS_CACHED = 1024
+_job_kinds: dict[tuple[str, uuid.UUID], str] = {}
+
 
 @celery_app.task(
     name="mistralmeter.start_job", base=EvaluationTask, soft_time_limit=SOFT_TIME_LIMIT_S
@@ -68,10 +72,22 @@ def run_task(*, job_id: str, item_id: str, model: str, repetition: int) -> str:
     return outcome
 
 
-def job_kind(settings, job_id: uuid.UUID) -> str | None:
+def job_kind(settings: Settings, job_id: uuid.UUID) -> str | None:
+    """Return the job's kind, read once per process because a job's kind never changes."""
+    key = (settings.database_url, job_id)
+    kind = _job_kinds.get(key)
+    if kind is not None:
+        return kind
+
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        return job.kind if job is not None else None
+        if job is None:
+            return None
+        kind = job.kind
+    if len(_job_kinds) >= JOB_KINDS_CACHED:
+        _job_kinds.clear()
+    _job_kinds[key] = kind
+    return kind
 
 
 @celery_app.task(name="mistralmeter.finalize_job", base=EvaluationTask, soft_time_limit=120)
