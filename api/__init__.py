@@ -38,10 +38,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.errors import register_error_handlers
     from api.extensions import api
     from api.parsing import reject_unexpected_query
+    from api.text_checks import check_request_text
 
     # Error handlers first, so the blueprints' own errors use the envelope too.
     register_error_handlers(app)
     app.before_request(reject_unexpected_query)
+    app.before_request(check_request_text)
     api.init_app(app)
     app.register_error_handler(RequestEntityTooLarge, _too_large(settings))
 

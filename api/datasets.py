@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import request
@@ -10,10 +9,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
-from api.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
+from api.errors import NotFound, PayloadTooLarge, Unprocessable
 from api.evaluate import accepted
 from api.job_submission import check_models, settings_for_app, submit_job
-from api.parsing import JSON_PARSER
+from api.parsing import JSON_PARSER, parse_json_body
 from api.schemas import (
     DatasetEvaluateBodySchema,
     DatasetEvaluateQuerySchema,
@@ -160,20 +159,19 @@ class DatasetEvaluateView(MethodView):
 
 
 def _merge_query_and_body(query: dict[str, Any]) -> dict[str, Any]:
-    """Combine query parameters and an optional JSON body; the body wins where both are set."""
+    """Combine query parameters and an optional JSON body, which must not contradict each other."""
     raw = request.get_data(cache=True)
-    body: Any = {}
-    if raw:
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(
-                "request body is not valid JSON; send a JSON object with "
-                "Content-Type: application/json, or no body and query parameters",
-                field="body",
-            ) from exc
+    body: Any = parse_json_body(raw) if raw else {}
     if not isinstance(body, dict):
         raise Unprocessable("request body must be a JSON object", field="body")
+
+    conflicting = sorted(key for key in set(query) & set(body) if query[key] != body[key])
+    if conflicting:
+        raise Unprocessable(
+            f"{', '.join(conflicting)} given in both the query string and the JSON body with "
+            "different values; give each option once",
+            field=conflicting[0],
+        )
 
     merged = {**query, **body}
     try:

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from marshmallow import RAISE
-from webargs.flaskparser import FlaskParser
+from webargs.core import missing
+from webargs.flaskparser import FlaskParser, is_json_request
+
+from api.errors import BadRequest
+from api.text_checks import check_json_document
 
 
 class JsonArgumentsParser(FlaskParser):
-    """webargs' Flask parser, stricter in two ways.
+    """webargs' Flask parser, stricter in four ways.
 
-    Every unparseable JSON body is invalid JSON (400): webargs handles json.JSONDecodeError
-    only, and Python's json module raises a plain ValueError on an integer of more than 4300
-    digits and RecursionError on deep nesting, which would otherwise become a 500. Unknown
-    query parameters are rejected like unknown body fields, so a typo is never ignored.
+    - Every unparseable JSON body is a 400 that gives the reason: webargs handles
+      json.JSONDecodeError only, and Python's json module raises a plain ValueError on an
+      integer of more than 4300 digits and RecursionError on deep nesting.
+    - A key given twice in one JSON object is a 400, where json.loads keeps the last one.
+    - A string PostgreSQL cannot store (NUL, unpaired surrogate) is a 422 naming its path.
+    - Unknown query parameters are rejected like unknown body fields, so a typo is never
+      ignored.
     """
 
     DEFAULT_UNKNOWN_BY_LOCATION = {
@@ -24,12 +32,40 @@ class JsonArgumentsParser(FlaskParser):
     }
 
     def _raw_load_json(self, req):
-        try:
-            return super()._raw_load_json(req)
-        except json.JSONDecodeError:
-            raise
-        except (ValueError, RecursionError) as exc:
-            return self._handle_invalid_json_error(exc, req)
+        if not is_json_request(req):
+            return missing
+        return parse_json_body(req.get_data(cache=True))
+
+
+def parse_json_body(data: bytes) -> Any:
+    """Decode a JSON request body, raising BadRequest with the reason when it is invalid."""
+    try:
+        document = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            f"invalid JSON body: not UTF-8 at byte {exc.start}; send UTF-8 JSON", field="json"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}", field="json") from None
+    except RecursionError:
+        raise BadRequest(
+            "invalid JSON body: nested too deeply; flatten the document", field="json"
+        ) from None
+    except ValueError as exc:
+        # Raised for a duplicate key and for an integer of more than 4300 digits.
+        raise BadRequest(f"invalid JSON body: {exc}", field="json") from None
+
+    check_json_document(document)
+    return document
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    document: dict[str, object] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"key {key!r} given twice in one object; give each key once")
+        document[key] = value
+    return document
 
 
 JSON_PARSER = JsonArgumentsParser()

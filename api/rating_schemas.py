@@ -7,8 +7,16 @@ import re
 from datetime import timezone
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
+from api.schemas import MAX_OFFSET
 from mistralmeter.rating_stats import JUDGE_RATER_PREFIX
 from models.ratings import (
     DEFAULT_CRITERION,
@@ -209,7 +217,7 @@ class PreferenceListQuerySchema(StrictSchema):
     run_id = fields.UUID(metadata={"description": "preferences in which this run is a or b"})
     rater = filter_text_field()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class RatingStatsQuerySchema(StrictSchema):

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
+from mistralmeter.dataset_files import MAX_ITEMS
 from models.jobs import JOB_KINDS
 from workers.judge_parsing import CRITERIA
 
 MAX_PROMPT_CHARS = 100_000
+MAX_DATASET_ITEMS = MAX_ITEMS
 MAX_BATCH_PROMPTS = 1_000
 MAX_RUNS = 100
 MAX_JUDGE_SAMPLES = 5
+MAX_WEIGHT = 1_000.0
+# Largest offset a list route accepts; PostgreSQL's OFFSET is a bigint, and no list is this long.
+MAX_OFFSET = 1_000_000_000
+# Longest dataset version: the column stores "sha256:" and a 64-character hex digest.
+MAX_VERSION_CHARS = 80
 
 
 class StrictSchema(Schema):
@@ -98,7 +112,12 @@ class JudgeOptionsSchema(StrictSchema):
     samples = fields.Integer(
         load_default=1, strict=True, validate=validate.Range(min=1, max=MAX_JUDGE_SAMPLES)
     )
-    weights = fields.Dict(keys=fields.String(), values=fields.Float())
+    # Weights are relative, so a bound loses nothing. Without one, 1e308 overflows the
+    # weighted sum to infinity and the overall score to NaN.
+    weights = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(allow_nan=False, validate=validate.Range(min=0, max=MAX_WEIGHT)),
+    )
 
     @validates_schema
     def _check_weights(self, data: dict[str, Any], **_: Any) -> None:
@@ -110,9 +129,10 @@ class JudgeOptionsSchema(StrictSchema):
             raise ValidationError(
                 f"unknown criteria {unknown}; use {list(CRITERIA)}", field_name="weights"
             )
-        if any(value < 0 for value in weights.values()) or not any(weights.values()):
+        if not any(weights.values()):
             raise ValidationError(
-                "weights must be >= 0 and at least one must be positive", field_name="weights"
+                f"weights must be between 0 and {MAX_WEIGHT:g} and at least one must be positive",
+                field_name="weights",
             )
 
 
@@ -160,6 +180,15 @@ class JobOptionsSchema(RunOptionsSchema):
                 field_name="judge_model",
             )
 
+    @validates_schema
+    def _judge_options_need_judge(self, data: dict[str, Any], **_: Any) -> None:
+        # Without a judge model nothing is judged, so the options would be ignored unseen.
+        if data.get("judge") and not data.get("judge_model"):
+            raise ValidationError(
+                "judge options need a judge_model; set judge_model or remove judge",
+                field_name="judge",
+            )
+
 
 class EvaluateSchema(JobOptionsSchema):
     prompt = fields.Nested(PromptSchema, required=True)
@@ -184,19 +213,22 @@ class DatasetEvaluateQuerySchema(Schema):
     model = ModelName()
     judge_model = ModelName()
     runs = fields.Integer(validate=validate.Range(min=1, max=MAX_RUNS))
-    version = fields.String()
-    limit = fields.Integer(validate=validate.Range(min=1))
+    version = fields.String(validate=validate.Length(min=1, max=MAX_VERSION_CHARS))
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_DATASET_ITEMS))
 
 
 class DatasetEvaluateBodySchema(JobOptionsSchema):
     model = ModelName()
     version = fields.String(
-        load_default=None, allow_none=True, metadata={"description": "default: the latest"}
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=1, max=MAX_VERSION_CHARS),
+        metadata={"description": "default: the latest"},
     )
     limit = fields.Integer(
         load_default=None,
         allow_none=True,
-        validate=validate.Range(min=1),
+        validate=validate.Range(min=1, max=MAX_DATASET_ITEMS),
         metadata={"description": "evaluate only the first N items"},
     )
 
@@ -235,7 +267,7 @@ class JobListQuerySchema(Schema):
     ))
     kind = fields.String(validate=validate.OneOf(JOB_KINDS))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class ResultsQuerySchema(Schema):
@@ -252,8 +284,12 @@ class CompareSchema(RunOptionsSchema):
     judge_model = ModelName(required=True)
     prompt = fields.Nested(PromptSchema)
     dataset = fields.String(validate=validate.Length(min=1, max=64))
-    version = fields.String(load_default=None, allow_none=True)
-    limit = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    version = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=MAX_VERSION_CHARS)
+    )
+    limit = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=MAX_DATASET_ITEMS)
+    )
 
     @validates_schema
     def _three_distinct_models(self, data: dict[str, Any], **_: Any) -> None:

@@ -31,6 +31,10 @@ _MEGABYTE = 1024 * 1024
 _DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
+# Items one dataset file may hold.
+MAX_ITEMS = 50_000
+
+
 class DatasetFileError(ValueError):
     """A dataset file or item is invalid.
 
@@ -97,7 +101,7 @@ def parse_dataset(
     filename: str | None = None,
     format: str | None = None,
     max_bytes: int,
-    max_items: int = 50_000,
+    max_items: int = MAX_ITEMS,
     max_prompt_chars: int = 100_000,
 ) -> list[DatasetItem]:
     """Parse a whole dataset file into validated items, or raise DatasetFileError.
@@ -124,7 +128,7 @@ def parse_dataset(
 def items_from_records(
     records: Iterable[Any],
     *,
-    max_items: int = 50_000,
+    max_items: int = MAX_ITEMS,
     max_prompt_chars: int = 100_000,
 ) -> list[DatasetItem]:
     """Validate records that are already decoded (dicts in the item schema) into items.

@@ -37,6 +37,9 @@ DEFAULT_GRACE_PERIOD_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
+MAX_REQUEST_LINE_BYTES = 8190
+
+
 def api_command(host: str, port: int, *, workers: int, threads: int) -> list[str]:
     """Return the gunicorn command that serves the Flask API with threaded (gthread) workers."""
     return [
@@ -48,6 +51,9 @@ def api_command(host: str, port: int, *, workers: int, threads: int) -> list[str
         "--access-logfile", "-",
         # gunicorn 23+ binds a control socket in the home folder; parallel stacks would collide.
         "--no-control-socket",
+        # gunicorn's maximum. The default of 4094 bytes cut off a `comment` of 2,000 characters
+        # sent in the query string of POST /rate with a 414 HTML page.
+        "--limit-request-line", str(MAX_REQUEST_LINE_BYTES),
         WSGI_APP,
     ]
 

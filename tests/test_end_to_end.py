@@ -410,3 +410,85 @@ def test_unexpected_query_parameters_rejected(client, db_session, method, path, 
     assert response.status_code == 422
     assert text in response.get_json()["message"]
     assert _job_count(db_session) == before
+
+
+def test_dataset_evaluate_query_body_conflict(client, db_session):
+    before = _job_count(db_session)
+
+    conflict = client.post(
+        "/datasets/mt_bench/evaluate?model=sim-small&limit=1", json={"model": "sim-judge"}
+    )
+    same = client.post("/datasets/mt_bench/evaluate?model=sim-small&limit=1",
+                       json={"model": "sim-small"})
+
+    assert conflict.status_code == 422
+    assert conflict.get_json()["message"] == (
+        "model given in both the query string and the JSON body with different values; "
+        "give each option once"
+    )
+    assert same.status_code == 202, same.get_json()
+    assert _job_count(db_session) == before + 1
+
+
+def test_internal_error_fails_run_with_reason(client, celery_worker, db_session, monkeypatch):
+    """A bug inside a run is stored as a failed run, so the job finishes and shows it."""
+
+    def broken_judge(*args, **kwargs):
+        raise ValueError("judge exploded")
+
+    monkeypatch.setattr("workers.evaluation.judge_answer", broken_judge)
+    response = client.post(
+        "/evaluate",
+        json={"prompt": {"prompt": "x"}, "model": "sim-small", "judge_model": "sim-judge"},
+    )
+    job = wait_for_job(client, response.get_json()["job_id"])
+
+    assert job["status"] == "failed"
+    assert job["progress"] == {"done": 0, "failed": 1, "total": 1}
+    db_session.expire_all()
+    run = db_session.execute(
+        select(Run).where(Run.job_id == uuid.UUID(job["id"]))
+    ).scalar_one()
+    assert run.status == "failed"
+    assert run.error_reason == "internal_error"
+    assert run.error_message == "ValueError: judge exploded"
+    assert run.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("weights", "text"),
+    [
+        ({"clarity": -1}, "greater than or equal to 0"),
+        ({"clarity": 1e308, "accuracy": 1e308}, "less than or equal to 1000"),
+        ({"clarity": 0, "accuracy": 0}, "at least one must be positive"),
+        ({"style": 1}, "unknown criteria"),
+    ],
+)
+def test_judge_weights_rejected(client, db_session, weights, text):
+    before = _job_count(db_session)
+
+    response = client.post(
+        "/evaluate",
+        json={"prompt": {"prompt": "hi"}, "model": "sim-small", "judge_model": "sim-judge",
+              "judge": {"weights": weights}},
+    )
+
+    assert response.status_code == 422
+    assert "weights" in response.get_json()["message"]
+    assert text in response.get_json()["message"]
+    assert _job_count(db_session) == before
+
+
+def test_judge_options_need_judge_model(client, db_session):
+    before = _job_count(db_session)
+
+    response = client.post(
+        "/evaluate",
+        json={"prompt": {"prompt": "hi"}, "model": "sim-small", "judge": {"samples": 3}},
+    )
+
+    assert response.status_code == 422
+    assert response.get_json()["message"] == (
+        "invalid request: judge: judge options need a judge_model; set judge_model or remove judge"
+    )
+    assert _job_count(db_session) == before

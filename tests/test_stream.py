@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -17,6 +18,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from api.model_catalog import clear_cache
+from mistralmeter.processes import api_command
 from tests.conftest import TEST_SIMULATOR_CONFIG, simulator_config
 from workers.calls import redis_client
 from workers.provider import PROVIDER, get_client, stream_chat
@@ -232,11 +234,9 @@ def free_port() -> int:
 def gunicorn_url(settings, stream_simulator) -> Iterator[str]:
     """The API under gunicorn: one gthread worker process with two threads."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
-        "--threads", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-        "api.wsgi:app",
-    ]
+    # The command the stack runs, so its gunicorn options are under test too.
+    command = api_command("127.0.0.1", port, workers=1, threads=2)
+    command[-1:-1] = ["--log-level", "warning"]
     # The settings fixture has put the test services (DATABASE_URL, REDIS_URL, simulator URL)
     # into the environment, which the subprocess inherits.
     process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL)
@@ -260,6 +260,20 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     pytest.fail(f"gunicorn did not answer at {url} within {SERVER_START_TIMEOUT_S} s")
+
+
+def test_long_query_string_gets_json_answer(gunicorn_url):
+    """A long comment in a query string reaches the API instead of gunicorn's 414 HTML page."""
+    # 1,000 characters, 6,000 bytes once percent-encoded: over gunicorn's default of 4094.
+    comment = "é" * 1000
+    response = httpx.post(
+        f"{gunicorn_url}/rate/{uuid.uuid4()}", params={"rating": 3, "comment": comment}, timeout=10
+    )
+
+    assert len(str(response.request.url)) > 6000
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert "not found" in response.json()["message"]
 
 
 def test_stream_leaves_gunicorn_worker_free(gunicorn_url):

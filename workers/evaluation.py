@@ -17,6 +17,7 @@ from models.db import session_scope
 from models.jobs import FINISHED_STATUSES, Job
 from models.run_writes import insert_run, mark_job_running, run_exists
 from workers.calls import CallOutcome, call_model
+from workers.celery_app import SERVICE_ERRORS
 from workers.judge import JudgementOutcome, JudgeSettings, judge_answer
 from workers.measurement import latency_metrics
 from workers.model_errors import ModelCallError
@@ -25,10 +26,18 @@ from workers.retry import RetriesExhausted
 
 logger = logging.getLogger(__name__)
 
+# Characters of an internal error's message stored on the failed run.
+INTERNAL_ERROR_MESSAGE_CHARS = 2_000
+
 # Jobs whose items a worker process keeps in memory; a job of 1,000 prompts is about 1 MB.
 ITEMS_CACHE_JOBS = 32
 _items_cache: OrderedDict[tuple[str, uuid.UUID], dict[str, dict[str, Any]]] = OrderedDict()
 _items_lock = threading.Lock()
+
+# Finished jobs (a final state) this process has seen. The queued tasks of a cancelled job of
+# 20,000 runs then cost no database session each.
+FINISHED_JOBS_CACHED = 1024
+_finished_jobs: OrderedDict[tuple[str, uuid.UUID], None] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -62,12 +71,37 @@ class JobSnapshot:
 
 
 def execute_run(settings: Settings, key: RunKey) -> str:
-    """Run one (item, model, repetition) of a job; return what happened, for logs and tests."""
+    """Run one (item, model, repetition) of a job; return what happened, for logs and tests.
+
+    An unexpected error (a bug, a value the database rejects) is stored as a failed run with
+    error_reason "internal_error", so the job still finishes and shows the error. Without
+    that, the run would stay unwritten, the job would never finish, and every recovery of the
+    job would call the model again. PostgreSQL and Redis outages are raised, for a retry.
+    """
+    if (settings.database_url, key.job_id) in _finished_jobs:
+        return "job_finished"
     snapshot = _load_snapshot(settings, key)
     if snapshot is None:
         return "skipped"
+    if snapshot.status in FINISHED_STATUSES:
+        _remember_finished(settings.database_url, key.job_id)
+        return "job_finished"
 
     started_at = datetime.now(timezone.utc)
+    try:
+        return _call_judge_and_write(settings, key, snapshot, started_at)
+    except SERVICE_ERRORS:
+        raise
+    except Exception as error:
+        logger.exception(
+            "run failed with an internal error", extra=log_fields(**key.log_context())
+        )
+        return _write_internal_failure(settings, key, snapshot, started_at, error)
+
+
+def _call_judge_and_write(
+    settings: Settings, key: RunKey, snapshot: JobSnapshot, started_at: datetime
+) -> str:
     messages = _messages(snapshot.item)
     call = call_model(
         settings,
@@ -104,6 +138,21 @@ def execute_run(settings: Settings, key: RunKey) -> str:
     return run_values["status"]
 
 
+def _write_internal_failure(
+    settings: Settings, key: RunKey, snapshot: JobSnapshot, started_at: datetime, error: Exception
+) -> str:
+    call = CallOutcome(result=None, error=None, attempts=1, rate_limit_wait_s=0.0, retry_wait_s=0.0)
+    values = _run_values(settings, key, snapshot, call, started_at)
+    message = f"{type(error).__name__}: {error}"
+    values.update(
+        error_reason="internal_error",
+        error_message=message[:INTERNAL_ERROR_MESSAGE_CHARS],
+    )
+    with session_scope(settings.database_url) as session:
+        run_id = insert_run(session, values, None)
+    return "failed" if run_id is not None else "duplicate"
+
+
 def _load_snapshot(settings: Settings, key: RunKey) -> JobSnapshot | None:
     with session_scope(settings.database_url) as session:
         job = session.get(Job, key.job_id)
@@ -111,7 +160,7 @@ def _load_snapshot(settings: Settings, key: RunKey) -> JobSnapshot | None:
             logger.warning("job not found for run", extra=log_fields(**key.log_context()))
             return None
         if job.status in FINISHED_STATUSES:
-            return None
+            return _finished_snapshot(job.status)
         if run_exists(session, key.job_id, key.item_id, key.model, key.repetition):
             return None
 
@@ -135,6 +184,26 @@ def _load_snapshot(settings: Settings, key: RunKey) -> JobSnapshot | None:
             dataset_version=job.dataset_version,
             simulated=job.simulated,
         )
+
+
+def _finished_snapshot(status: str) -> JobSnapshot:
+    return JobSnapshot(
+        status=status,
+        item={},
+        params={},
+        judge=None,
+        limit_overrides=None,
+        dataset_name=None,
+        dataset_version=None,
+        simulated=False,
+    )
+
+
+def _remember_finished(database_url: str, job_id: uuid.UUID) -> None:
+    with _items_lock:
+        _finished_jobs[(database_url, job_id)] = None
+        while len(_finished_jobs) > FINISHED_JOBS_CACHED:
+            _finished_jobs.popitem(last=False)
 
 
 def job_items(

@@ -64,6 +64,8 @@ def run_task(*, job_id: str, item_id: str, model: str, repetition: int) -> str:
     settings = get_settings()
     key = RunKey(uuid.UUID(job_id), item_id, model, repetition)
     outcome = execute_run(settings, key)
+    if outcome == "job_finished":
+        return outcome
     if job_kind(settings, key.job_id) == "comparison":
         ensure_pair_judged(settings, key.job_id, item_id, repetition)
 
