@@ -240,6 +240,14 @@ def _read_upload() -> tuple[str, str, bytes, str | None, str | None]:
             "missing dataset name: pass it as the `name` form field or query parameter",
             field="name",
         )
+    if not data and request.mimetype == "application/x-www-form-urlencoded":
+        raise Unprocessable(
+            "the body was sent as an HTML form (Content-Type application/x-www-form-urlencoded, "
+            "the default of curl -d); send the file as the body with its own Content-Type "
+            "(curl --data-binary @FILE -H 'Content-Type: application/x-ndjson') or as the "
+            "multipart field `file`",
+            field="file",
+        )
     if not data:
         raise Unprocessable(
             "no file: send the dataset as the multipart field `file` or as the request body",

@@ -93,13 +93,17 @@ def _flatten(errors: Any, prefix: str = "") -> list[str]:
     if isinstance(errors, dict):
         lines = []
         for key, value in errors.items():
-            # The location ("json", "query") is noise for users; the field path is what matters.
-            name = key if key not in ("json", "query", "form", "files", "path") else ""
-            path = f"{prefix}.{name}" if prefix and name else (name or prefix)
-            lines.extend(_flatten(value, str(path)))
+            # The location ("json", "query") is noise for users, and marshmallow's "_schema" is
+            # the object itself: the field path is what matters.
+            if key in ("json", "query", "form", "files", "path", "_schema"):
+                path = prefix
+            else:
+                # A list index of 0 is a key too, so test for the empty prefix explicitly.
+                path = f"{prefix}.{key}" if prefix else str(key)
+            lines.extend(_flatten(value, path))
         return lines
     if isinstance(errors, list) and all(isinstance(item, str) for item in errors):
-        text = " ".join(errors)
+        text = "; ".join(errors)
         return [f"{prefix}: {text}" if prefix else text]
     if isinstance(errors, list):
         return [line for item in errors for line in _flatten(item, prefix)]

@@ -32,6 +32,8 @@ MAX_VERSION_CHARS = 80
 class StrictSchema(Schema):
     """Reject unknown keys, so a typo such as "judge_modle" is an error, not a silent default."""
 
+    error_messages = {"type": "must be a JSON object"}
+
     class Meta:
         unknown = RAISE
 
@@ -78,6 +80,8 @@ class Text(fields.String):
 
 
 class PromptSchema(StrictSchema):
+    error_messages = {"type": 'must be a JSON object such as {"prompt": "Explain TCP slow start."}'}
+
     id = Text(min_length=1, max_length=200)
     prompt = fields.String(
         required=True,

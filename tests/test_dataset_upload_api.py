@@ -148,3 +148,19 @@ def test_request_over_body_limit_is_413(small_limit_client):
     assert response.status_code == 413
     assert "larger than" in response.get_json()["message"]
     assert_not_stored(small_limit_client, name)
+
+
+def test_form_encoded_upload_names_content_type(client):
+    name = unique_name()
+
+    response = client.post(
+        f"/datasets?name={name}",
+        data='[{"id": "a", "prompt": "x"}]',
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 422
+    message = response.get_json()["message"]
+    assert message.startswith("the body was sent as an HTML form")
+    assert "--data-binary" in message
+    assert_not_stored(client, name)

@@ -127,3 +127,24 @@ def test_valid_unicode_accepted(client):
     )
 
     assert response.status_code == 202, response.get_json()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/evaluate/batch", {"model": "sim-small", "prompts": [{"id": "", "prompt": "x"}]},
+         "invalid request: prompts.0.id: must be 1 to 200 characters long"),
+        ("/evaluate/batch", {"model": "sim-small", "prompts": ["hi"]},
+         'invalid request: prompts.0: must be a JSON object such as '
+         '{"prompt": "Explain TCP slow start."}'),
+        ("/evaluate", {"prompt": "hi", "model": "sim-small"},
+         'invalid request: prompt: must be a JSON object such as '
+         '{"prompt": "Explain TCP slow start."}'),
+        ("/evaluate", [], "invalid request: must be a JSON object"),
+    ],
+)
+def test_validation_message_names_path(client, path, body, message):
+    response = client.post(path, json=body)
+
+    assert response.status_code == 422
+    assert response.get_json()["message"] == message
