@@ -40,7 +40,8 @@ def check_run_budget(settings: Settings, total_runs: int) -> None:
     if total_runs > settings.max_runs_per_job:
         raise Unprocessable(
             f"this job would make {total_runs} runs; the limit is {settings.max_runs_per_job} "
-            "(lower runs, use fewer prompts, or pass limit)",
+            "(lower runs or use fewer prompts or models; dataset evaluations, comparisons and "
+            "schedules also take limit, which keeps the first N items)",
             field="runs",
         )
 

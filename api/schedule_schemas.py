@@ -2,27 +2,61 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from api.schemas import (
+    MAX_DATASET_ITEMS,
     MAX_RUNS,
+    MAX_VERSION_CHARS,
     JudgeOptionsSchema,
     ModelName,
     ParamsSchema,
     StrictSchema,
 )
+from workers.scheduling import next_fire_time
 
 MAX_SCHEDULE_MODELS = 4
 
+# Length of the schedules.cron column.
+MAX_CRON_CHARS = 120
+
+# Aliases that croniter 7 expands to five fields, compared in lower case as croniter does.
+# croniter reads a sixth field as seconds and a seventh as years, which would start a job
+# every second, so only five fields or one of these aliases are accepted.
+CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+CRON_FIELDS = 5
+
 
 def _check_cron(value: str) -> None:
+    if len(value) > MAX_CRON_CHARS:
+        raise ValidationError(f"must be at most {MAX_CRON_CHARS} characters long")
+
+    field_count = len(value.split())
+    if value.lower() not in CRON_ALIASES and field_count != CRON_FIELDS:
+        counted = f"{field_count} field" if field_count == 1 else f"{field_count} fields"
+        unsupported = " (seconds and years are not supported)" if field_count > CRON_FIELDS else ""
+        raise ValidationError(
+            f"has {counted}{unsupported}; use five fields (minute hour day-of-month "
+            f"month day-of-week) such as '0 3 * * *', or one of {', '.join(CRON_ALIASES)}"
+        )
     if not croniter.is_valid(value):
         raise ValidationError(
             "is not a valid cron expression; use five fields such as '0 3 * * *' (03:00 UTC daily)"
         )
+
+    # croniter raises CroniterBadDateError when no time matches within 50 years (its default
+    # max_years_between_matches). For five fields that means never, as with '0 3 31 2 *'.
+    try:
+        next_fire_time(value, datetime.now(timezone.utc))
+    except CroniterBadDateError:
+        raise ValidationError(
+            f"never fires: no date matches {value!r}; check that the day-of-month exists in "
+            "the months given"
+        ) from None
 
 
 def _check_webhook(value: str | None) -> None:
@@ -39,8 +73,13 @@ class ScheduleCreateSchema(StrictSchema):
         ),
     )
     dataset = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    version = fields.String(load_default=None, allow_none=True)
-    limit = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    version = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=MAX_VERSION_CHARS)
+    )
+    # Bounded like the limit of a direct request, which also keeps it within the integer column.
+    limit = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=MAX_DATASET_ITEMS)
+    )
     models = fields.List(
         ModelName(),
         required=True,
@@ -52,7 +91,11 @@ class ScheduleCreateSchema(StrictSchema):
     runs = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_RUNS))
     params = fields.Nested(ParamsSchema, load_default=dict)
     judge = fields.Nested(JudgeOptionsSchema, load_default=None, allow_none=True)
-    cron = fields.String(required=True, validate=_check_cron)
+    cron = fields.String(
+        required=True,
+        validate=_check_cron,
+        metadata={"description": "five fields in UTC, such as '0 3 * * *', or an alias such as @daily"},
+    )
     enabled = fields.Boolean(load_default=True)
     webhook_url = fields.String(load_default=None, allow_none=True, validate=_check_webhook)
     alpha = fields.Float(

@@ -13,7 +13,7 @@ from api.parsing import JSON_PARSER
 from sqlalchemy import select
 
 from api.errors import Conflict, NotFound
-from api.job_submission import check_models, settings_for_app
+from api.job_submission import check_models, check_run_budget, settings_for_app
 from api.datasets import resolve_dataset_items
 from api.schedule_schemas import ScheduleCreateSchema, ScheduleSchema, ScheduleUpdateSchema
 from models.db import session_scope
@@ -75,6 +75,18 @@ def _recent_jobs(session, schedule_id: uuid.UUID) -> list[dict[str, Any]]:
     ]
 
 
+def check_schedule_budget(
+    settings, dataset: str, version: str | None, limit: int | None, models: list[str], runs: int
+) -> None:
+    """Raise Unprocessable when each job of a schedule would exceed max_runs_per_job.
+
+    The count uses the dataset version the next job would use, which for a schedule without a
+    pinned version is the latest one. Raises NotFound for an unknown dataset or version.
+    """
+    _, _, items = resolve_dataset_items(settings, dataset, version, limit)
+    check_run_budget(settings, len(items) * len(models) * runs)
+
+
 def find_schedule(session, key: str) -> Schedule:
     """Look a schedule up by id or by name."""
     try:
@@ -104,8 +116,10 @@ class ScheduleListView(MethodView):
         fields = {f"models.{index}": model for index, model in enumerate(body["models"])}
         check_models(settings, {**fields, "judge_model": body["judge_model"]})
 
-        # Resolving now rejects an unknown dataset or version before anything is stored.
-        resolve_dataset_items(settings, body["dataset"], body["version"], body["limit"])
+        # Rejects an unknown dataset or version and a job over the run limit before storing.
+        check_schedule_budget(
+            settings, body["dataset"], body["version"], body["limit"], body["models"], body["runs"]
+        )
 
         with session_scope(settings.database_url) as session:
             if session.execute(
@@ -145,12 +159,26 @@ class ScheduleView(MethodView):
     @blueprint.arguments(ScheduleUpdateSchema)
     @blueprint.response(200, ScheduleSchema)
     def patch(self, body: dict[str, Any], key: str):
-        """Enable or disable a schedule, or change its cron expression, webhook or alpha."""
+        """Enable or disable a schedule, or change its cron expression, webhook or alpha.
+
+        A schedule that is enabled after the change must fit max_runs_per_job on the dataset's
+        current version, because a newer version of an unpinned dataset may have more prompts
+        than when the schedule was created. The limit never rejects disabling.
+        """
         settings = settings_for_app()
         with session_scope(settings.database_url) as session:
             schedule = find_schedule(session, key)
             for name, value in body.items():
                 setattr(schedule, name, value)
+            if schedule.enabled:
+                check_schedule_budget(
+                    settings,
+                    schedule.dataset_name,
+                    schedule.dataset_version,
+                    schedule.limit,
+                    schedule.models,
+                    schedule.runs,
+                )
             if "cron" in body or body.get("enabled"):
                 schedule.next_run_at = next_fire_time(schedule.cron, datetime.now(timezone.utc))
             session.flush()

@@ -7,9 +7,10 @@ import json
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from models.schedules import Schedule
@@ -142,6 +143,10 @@ def test_schedule_flags_quality_drop_and_posts_webhook(
     ("overrides", "status", "text"),
     [
         ({"cron": "every night"}, 422, "cron"),
+        ({"cron": "0 3 31 2 *"}, 422, "cron: never fires"),
+        ({"cron": "* * * * * *"}, 422, "cron: has 6 fields"),
+        ({"limit": 99999999999999999999}, 422, "limit"),
+        ({"version": "a" * 81}, 422, "version"),
         ({"judge_model": "sim-small"}, 422, "judge_model"),
         ({"models": []}, 422, "models"),
         ({"models": ["sim-small", "sim-small"]}, 422, "twice"),
@@ -151,8 +156,6 @@ def test_schedule_flags_quality_drop_and_posts_webhook(
     ],
 )
 def test_schedule_rejects_bad_input(client, db_session, overrides, status, text):
-    from sqlalchemy import func, select
-
     before = db_session.execute(select(func.count()).select_from(Schedule)).scalar_one()
     body = {**schedule_body(f"bad-{uuid.uuid4().hex[:6]}", "mt_bench"), **overrides}
     response = client.post("/schedules", json=body)
@@ -175,3 +178,206 @@ def test_schedule_name_must_be_unique_and_can_be_disabled(client):
     assert disabled.get_json()["enabled"] is False
     assert deleted.status_code == 204
     assert client.get(f"/schedules/{name}").status_code == 404
+
+
+# The four models of the test simulator and no judge: a schedule allows at most four models,
+# so with runs = 100 each prompt makes 400 runs.
+FOUR_MODELS = {
+    "models": ["sim-small", "sim-large", "sim-no-usage", "sim-judge"],
+    "judge_model": None,
+}
+
+
+def count_schedules(db_session, name: str | None = None) -> int:
+    db_session.expire_all()
+    statement = select(func.count()).select_from(Schedule)
+    if name is not None:
+        statement = statement.where(Schedule.name == name)
+    return db_session.execute(statement).scalar_one()
+
+
+def stored_schedule(db_session, name: str) -> Schedule:
+    db_session.expire_all()
+    return db_session.execute(select(Schedule).where(Schedule.name == name)).scalar_one()
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        # February has no day 31 or 30, and April and June have no day 31.
+        ("0 3 31 2 *", "never fires: no date matches '0 3 31 2 *'"),
+        ("0 3 30 2 *", "never fires: no date matches '0 3 30 2 *'"),
+        ("0 3 31 4,6 *", "never fires: no date matches '0 3 31 4,6 *'"),
+        # croniter reads a sixth field as seconds and a seventh as years.
+        ("* * * * * *", "has 6 fields (seconds and years are not supported)"),
+        ("* * * * * * *", "has 7 fields (seconds and years are not supported)"),
+        ("0 3 * *", "has 4 fields; use five fields"),
+        ("@reboot", "has 1 field; use five fields"),
+        ("0 " * 60 + "3 * * *", "must be at most 120 characters long"),
+    ],
+)
+def test_schedule_cron_rejected_with_reason(client, db_session, cron, message):
+    name = f"cron-{uuid.uuid4().hex[:6]}"
+    response = client.post("/schedules", json=schedule_body(name, "mt_bench", cron=cron))
+
+    assert response.status_code == 422
+    body = response.get_json()
+    (detail,) = body["errors"]["json"]["cron"]
+    assert detail.startswith(message)
+    assert body["message"] == f"invalid request: cron: {detail}"
+    assert count_schedules(db_session, name) == 0
+
+
+@pytest.mark.parametrize(
+    ("cron", "expected_next"),
+    [
+        ("@daily", datetime(2030, 1, 2, 0, 0, tzinfo=timezone.utc)),
+        ("@WEEKLY", datetime(2030, 1, 6, 0, 0, tzinfo=timezone.utc)),
+        ("@annually", datetime(2031, 1, 1, 0, 0, tzinfo=timezone.utc)),
+        # Fires only in leap years, which is rare but not never.
+        ("0 0 29 2 *", datetime(2032, 2, 29, 0, 0, tzinfo=timezone.utc)),
+        ("0 3 * * 1-5", datetime(2030, 1, 1, 3, 0, tzinfo=timezone.utc)),
+    ],
+)
+def test_schedule_cron_accepts_five_fields_and_aliases(client, db_session, cron, expected_next):
+    from workers.scheduling import next_fire_time
+
+    name = f"cron-{uuid.uuid4().hex[:6]}"
+    response = client.post(
+        "/schedules", json=schedule_body(name, "mt_bench", cron=cron, enabled=False)
+    )
+
+    assert response.status_code == 201, response.get_json()
+    assert stored_schedule(db_session, name).cron == cron
+    # 2030-01-01 is a Tuesday.
+    assert next_fire_time(cron, datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)) == expected_next
+
+
+def test_schedule_patch_rejects_cron_that_never_fires(client, db_session):
+    name = f"cron-{uuid.uuid4().hex[:6]}"
+    assert client.post("/schedules", json=schedule_body(name, "mt_bench")).status_code == 201
+
+    response = client.patch(f"/schedules/{name}", json={"cron": "0 3 31 2 *"})
+
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["json"]["cron"][0].startswith("never fires")
+    assert stored_schedule(db_session, name).cron == "0 3 * * *"
+
+
+@pytest.mark.parametrize(
+    ("limit", "status"),
+    # 50000 is the most items a dataset file may hold, and 2**31 would not fit the integer column.
+    [(50000, 201), (50001, 422), (2**31, 422), (99999999999999999999, 422), (0, 422)],
+)
+def test_schedule_limit_bounded_by_dataset_size(client, db_session, limit, status):
+    name = f"limit-{uuid.uuid4().hex[:6]}"
+    body = schedule_body(name, "mt_bench", limit=limit, enabled=False)
+    response = client.post("/schedules", json=body)
+
+    assert response.status_code == status, response.get_json()
+    if status == 201:
+        assert stored_schedule(db_session, name).limit == limit
+        return
+    assert list(response.get_json()["errors"]["json"]) == ["limit"]
+    assert response.get_json()["message"] == (
+        "invalid request: limit: Must be greater than or equal to 1 and less than or equal to "
+        "50000."
+    )
+    assert count_schedules(db_session, name) == 0
+
+
+@pytest.mark.parametrize(
+    ("limit", "total_runs"),
+    # mt_bench has 80 prompts, so 4 models x 80 prompts x 100 runs is 32000.
+    [(None, 32000), (51, 20400)],
+)
+def test_schedule_over_run_budget_rejected(client, db_session, settings, limit, total_runs):
+    assert settings.max_runs_per_job == 20000
+    name = f"budget-{uuid.uuid4().hex[:6]}"
+    body = schedule_body(name, "mt_bench", runs=100, limit=limit, enabled=False, **FOUR_MODELS)
+    before = count_schedules(db_session)
+
+    response = client.post("/schedules", json=body)
+
+    assert response.status_code == 422
+    expected = (
+        f"this job would make {total_runs} runs; the limit is 20000 "
+        "(lower runs or use fewer prompts or models; dataset evaluations, comparisons and "
+        "schedules also take limit, which keeps the first N items)"
+    )
+    assert response.get_json()["message"] == expected
+    assert response.get_json()["errors"] == {"runs": [expected]}
+    assert count_schedules(db_session) == before
+
+
+def test_schedule_at_run_budget_accepted(client, db_session):
+    name = f"budget-{uuid.uuid4().hex[:6]}"
+    # 4 models x 50 prompts x 100 runs is exactly the limit of 20000.
+    body = schedule_body(name, "mt_bench", runs=100, limit=50, enabled=False, **FOUR_MODELS)
+
+    response = client.post("/schedules", json=body)
+
+    assert response.status_code == 201, response.get_json()
+    assert stored_schedule(db_session, name).runs == 100
+
+
+def grown_dataset_schedule(client, db_session, *, enabled: bool) -> str:
+    """Create a schedule at exactly 20000 runs, then grow its dataset by one prompt."""
+    dataset = f"grow-{uuid.uuid4().hex[:8]}"
+    items = [{"id": f"q{index}", "prompt": f"Question {index}?"} for index in range(51)]
+    upload_dataset(client, dataset, items[:50])
+    name = f"budget-{dataset}"
+    body = schedule_body(name, dataset, runs=100, enabled=enabled, **FOUR_MODELS)
+    created = client.post("/schedules", json=body)
+    assert created.status_code == 201, created.get_json()
+
+    # The schedule follows the latest version, which now has 51 prompts: 20400 runs.
+    upload_dataset(client, dataset, items)
+    return name
+
+
+def test_schedule_patch_enable_rechecks_run_budget(client, db_session):
+    name = grown_dataset_schedule(client, db_session, enabled=False)
+
+    enabled = client.patch(f"/schedules/{name}", json={"enabled": True, "alpha": 0.01})
+
+    assert enabled.status_code == 422
+    message = enabled.get_json()["message"]
+    assert message.startswith("this job would make 20400 runs; the limit is 20000")
+    assert list(enabled.get_json()["errors"]) == ["runs"]
+    stored = stored_schedule(db_session, name)
+    assert stored.enabled is False
+    assert stored.alpha == 0.05
+
+
+def test_schedule_over_budget_can_still_be_disabled(client, db_session):
+    name = grown_dataset_schedule(client, db_session, enabled=True)
+
+    webhook = client.patch(f"/schedules/{name}", json={"webhook_url": "http://127.0.0.1:9/x"})
+    disabled = client.patch(f"/schedules/{name}", json={"enabled": False})
+
+    assert webhook.status_code == 422
+    assert webhook.get_json()["message"].startswith("this job would make 20400 runs")
+    assert disabled.status_code == 200, disabled.get_json()
+    assert disabled.get_json()["enabled"] is False
+    assert stored_schedule(db_session, name).webhook_url is None
+
+
+def test_schedule_over_budget_skipped_when_due(client, settings, db_session, caplog):
+    name = grown_dataset_schedule(client, db_session, enabled=True)
+    schedule = stored_schedule(db_session, name)
+    due_at = schedule.next_run_at
+
+    with caplog.at_level("ERROR", logger="workers.scheduling"):
+        started = fire(settings, db_session, str(schedule.id))
+
+    assert started == []
+    stored = stored_schedule(db_session, name)
+    assert stored.next_run_at > due_at
+    assert stored.last_job_id is None
+    (record,) = [
+        r for r in caplog.records if getattr(r, "fields", {}).get("schedule_id") == str(schedule.id)
+    ]
+    assert record.getMessage() == "schedule skipped: job would exceed max_runs_per_job"
+    assert record.fields["runs"] == 20400
+    assert record.fields["max_runs_per_job"] == 20000

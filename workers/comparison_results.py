@@ -17,7 +17,7 @@ from workers.job_results import LATENCY_FIELDS, RunRow
 
 OUTCOME_POINTS = {"a": 1.0, "tie": 0.5, "b": 0.0}
 
-# Metrics compared pair by pair; quality comes from the single-answer judgements.
+# Metrics compared prompt by prompt. quality_score comes from the single-answer judgements.
 PAIRED_METRICS = (*LATENCY_FIELDS, "output_tokens", "cost_usd", "quality_score")
 
 
@@ -30,15 +30,15 @@ def comparison_section(
     job: Job, rows: list[RunRow], verdicts: list[PairwiseJudgement]
 ) -> dict[str, Any]:
     model_a, model_b = job.models
-    pairs = _paired_rows(rows, model_a, model_b)
 
     return {
         "model_a": model_a,
         "model_b": model_b,
         "judge_model": job.judge_model,
-        "pairs": len(pairs),
-        # Each difference is model_a minus model_b over the pairs where both values exist.
-        "differences": {name: _paired(pairs, name) for name in PAIRED_METRICS},
+        "pairs": _count_run_pairs(rows, model_a, model_b),
+        "differences": {
+            name: _prompt_difference(rows, model_a, model_b, name) for name in PAIRED_METRICS
+        },
         "latency_ratio_p95": _p95_ratio(rows, model_a, model_b),
         "pairwise": pairwise_summary(verdicts, _item_of_runs(rows)),
     }
@@ -48,16 +48,12 @@ def _item_of_runs(rows: list[RunRow]) -> dict[Any, str]:
     return {row.run.id: row.run.item_id for row in rows}
 
 
-def _paired_rows(rows: list[RunRow], model_a: str, model_b: str) -> list[tuple[RunRow, RunRow]]:
-    by_key: dict[tuple[str, int], dict[str, RunRow]] = {}
+def _count_run_pairs(rows: list[RunRow], model_a: str, model_b: str) -> int:
+    """Count (prompt, repetition) slots with a stored run of both models, failed runs included."""
+    models_by_slot: dict[tuple[str, int], set[str]] = defaultdict(set)
     for row in rows:
-        by_key.setdefault((row.run.item_id, row.run.repetition), {})[row.run.model] = row
-    pairs = []
-    for key in sorted(by_key):
-        group = by_key[key]
-        if model_a in group and model_b in group:
-            pairs.append((group[model_a], group[model_b]))
-    return pairs
+        models_by_slot[(row.run.item_id, row.run.repetition)].add(row.run.model)
+    return sum(1 for models in models_by_slot.values() if {model_a, model_b} <= models)
 
 
 def _metric(row: RunRow, name: str) -> float | None:
@@ -72,21 +68,34 @@ def _metric(row: RunRow, name: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def _paired(pairs: list[tuple[RunRow, RunRow]], name: str) -> dict[str, Any]:
-    """Paired difference over prompts: each side is the prompt's mean over its repetitions.
+def _prompt_difference(
+    rows: list[RunRow], model_a: str, model_b: str, name: str
+) -> dict[str, Any]:
+    """Compare model_a with model_b prompt by prompt, as a paired difference of prompt means.
 
-    Repetitions of one prompt are not independent, so the prompt is the unit of the bootstrap
-    and of the Wilcoxon test.
+    Each side of a prompt is the mean of that model's values on it: succeeded runs only, and
+    for quality_score only runs with a scored judgement. A prompt is a pair when both sides
+    have at least one value, and is left out otherwise. Repetitions are not matched across
+    models, because repetition i of model_a and repetition i of model_b are independent calls.
+    The prompt is the unit of the bootstrap and of the Wilcoxon test, because repetitions of
+    one prompt are not independent samples.
     """
-    by_item: dict[str, tuple[list[float], list[float]]] = {}
-    for row_a, row_b in pairs:
-        value_a, value_b = _metric(row_a, name), _metric(row_b, name)
-        if value_a is not None and value_b is not None:
-            a_values, b_values = by_item.setdefault(row_a.run.item_id, ([], []))
-            a_values.append(value_a)
-            b_values.append(value_b)
-    means_a = [float(np.mean(a)) for a, _ in by_item.values()]
-    means_b = [float(np.mean(b)) for _, b in by_item.values()]
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        value = _metric(row, name)
+        if value is not None:
+            values[(row.run.item_id, row.run.model)].append(value)
+
+    # Sorted by prompt id, so the seeded bootstrap resamples the same order on every call.
+    prompts = sorted(
+        {
+            item_id
+            for item_id, _ in values
+            if (item_id, model_a) in values and (item_id, model_b) in values
+        }
+    )
+    means_a = [float(np.mean(values[(item_id, model_a)])) for item_id in prompts]
+    means_b = [float(np.mean(values[(item_id, model_b)])) for item_id in prompts]
     return paired_difference(means_a, means_b)
 
 

@@ -74,6 +74,22 @@ def _job_for(session, settings: Settings, schedule: Schedule) -> Job | None:
         return None
 
     items = list(dataset.items)[: schedule.limit] if schedule.limit else list(dataset.items)
+    total_runs = len(items) * len(schedule.models) * schedule.runs
+    # The API checks this at create and update time, but a newer version of an unpinned
+    # dataset can grow past it later without any request on the schedule.
+    if total_runs > settings.max_runs_per_job:
+        logger.error(
+            "schedule skipped: job would exceed max_runs_per_job",
+            extra=log_fields(
+                schedule_id=str(schedule.id),
+                dataset=dataset.name,
+                version=dataset.version,
+                runs=total_runs,
+                max_runs_per_job=settings.max_runs_per_job,
+            ),
+        )
+        return None
+
     request = {
         "schedule": schedule.name,
         "dataset": dataset.name,
@@ -91,7 +107,7 @@ def _job_for(session, settings: Settings, schedule: Schedule) -> Job | None:
         items=items,
         models=list(schedule.models),
         repetitions=schedule.runs,
-        total_runs=len(items) * len(schedule.models) * schedule.runs,
+        total_runs=total_runs,
         judge_model=schedule.judge_model,
         dataset_name=dataset.name,
         dataset_version=dataset.version,
