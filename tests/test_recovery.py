@@ -11,13 +11,15 @@ import pytest
 import redis
 from kombu import Connection
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 
 from models.jobs import Job
 from models.runs import Run
 from tests.conftest import wait_for_job
 from workers.broker_queue import job_ids_with_tasks
 from workers.recovery import RecoveryPlan, plan_recovery
-from workers.tasks import _send_again, recover_lost_tasks, run_task, start_job
+from workers.job_completion import finalize_if_complete
+from workers.tasks import _recover_one, _send_again, recover_lost_tasks, run_task, start_job
 
 pytestmark = pytest.mark.services
 
@@ -206,3 +208,47 @@ def test_recovery_plan_is_empty_without_work():
     assert RecoveryPlan(uuid.uuid4(), run_keys=(), finalize=False).is_empty
     assert not RecoveryPlan(uuid.uuid4(), run_keys=(), finalize=True).is_empty
     assert not RecoveryPlan(uuid.uuid4(), run_keys=(("q0", MODEL, 0),), finalize=False).is_empty
+
+
+def test_result_error_fails_job_with_reason(client, celery_worker, settings, db_session,
+                                            monkeypatch):
+    response = client.post(
+        "/evaluate/batch", json={"model": MODEL, "runs": REPETITIONS, "prompts": PROMPTS}
+    )
+    job_id = response.get_json()["job_id"]
+    assert wait_for_job(client, job_id)["status"] == "succeeded"
+    reopen_job(db_session, job_id, delete_keys=[])
+
+    def broken_result(job, rows):
+        raise ValueError("statistics exploded")
+
+    monkeypatch.setattr("workers.job_completion.build_result", broken_result)
+    assert finalize_if_complete(settings, uuid.UUID(job_id)) is True
+
+    document = client.get(f"/jobs/{job_id}").get_json()
+    assert document["status"] == "failed"
+    assert document["error"] == {
+        "message": "the result could not be computed: ValueError: statistics exploded"
+    }
+    assert document["result"] is None
+
+
+def test_recovery_error_does_not_stop_others(settings, monkeypatch):
+    def broken(settings, plan):
+        raise ValueError("broken job")
+
+    monkeypatch.setattr("workers.tasks._send_again", broken)
+    plan = RecoveryPlan(uuid.uuid4(), run_keys=(("q0", MODEL, 0),), finalize=False)
+
+    assert _recover_one(settings, plan) == 0
+
+
+def test_recovery_raises_service_errors(settings, monkeypatch):
+    def database_down(settings, plan):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr("workers.tasks._send_again", database_down)
+    plan = RecoveryPlan(uuid.uuid4(), run_keys=(), finalize=True)
+
+    with pytest.raises(OperationalError):
+        _recover_one(settings, plan)

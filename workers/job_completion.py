@@ -11,6 +11,7 @@ from sqlalchemy import func
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings
 from models.db import session_scope
+from workers.celery_app import SERVICE_ERRORS
 from models.jobs import Job
 from models.run_writes import Progress, job_progress, lock_job, pairs_pending
 from workers.comparison_results import comparison_section, load_pairwise
@@ -45,18 +46,25 @@ def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
             return False
 
         rows = load_run_rows(session, job.id)
-        result = build_result(job, rows)
-        if job.kind == "comparison":
-            result["comparison"] = comparison_section(job, rows, load_pairwise(session, job.id))
-        if job.schedule_id is not None:
-            result["regression"] = regression_report(session, job, rows)
-        job.result = result
         job.finished_at = func.now()
-        if progress.total > 0 and progress.failed == progress.total:
+        try:
+            result = _job_result(session, job, rows)
+        except SERVICE_ERRORS:
+            raise
+        except Exception as error:
+            # A result that cannot be computed is a bug. Failing the job shows it, where a
+            # raised error would leave the job running and every later run retrying it.
+            logger.exception("job result failed", extra=log_fields(job_id=str(job_id)))
+            result = {}
             job.status = "failed"
-            job.error = _all_failed_message(rows)
+            job.error = f"the result could not be computed: {type(error).__name__}: {error}"
         else:
-            job.status = "succeeded"
+            job.result = result
+            if progress.total > 0 and progress.failed == progress.total:
+                job.status = "failed"
+                job.error = _all_failed_message(rows)
+            else:
+                job.status = "succeeded"
 
     logger.info(
         "job finished",
@@ -65,6 +73,15 @@ def finalize_if_complete(settings: Settings, job_id: uuid.UUID) -> bool:
     if result.get("regression", {}).get("flags"):
         _queue_alert(job_id)
     return True
+
+
+def _job_result(session, job: Job, rows: list) -> dict:
+    result = build_result(job, rows)
+    if job.kind == "comparison":
+        result["comparison"] = comparison_section(job, rows, load_pairwise(session, job.id))
+    if job.schedule_id is not None:
+        result["regression"] = regression_report(session, job, rows)
+    return result
 
 
 def _queue_alert(job_id: uuid.UUID) -> None:

@@ -114,6 +114,11 @@ def _measurement(succeeded: list[RunRow]) -> dict[str, Any]:
     return {"max_concurrent_streams_per_process": peak, "note": note}
 
 
+def _criterion(scored: list, name: str) -> dict[str, Any]:
+    values = [getattr(judgement, name) for judgement in scored]
+    return describe([value for value in values if value is not None])
+
+
 def _describe_field(rows: Iterable[RunRow], name: str) -> dict[str, Any]:
     values = [getattr(row.run, name) for row in rows]
     return describe([value for value in values if value is not None])
@@ -141,9 +146,8 @@ def _quality(
         # Repetitions of one prompt are not independent samples of the model's quality, so
         # this interval, over per-prompt means, is the one to quote when comparing models.
         "score_by_prompt": describe(per_prompt),
-        "criteria_scores": {
-            name: describe([getattr(judgement, name) for judgement in scored]) for name in CRITERIA
-        },
+        # A judgement imported from elsewhere may carry only an overall score.
+        "criteria_scores": {name: _criterion(scored, name) for name in CRITERIA},
         "judged": len(judged),
         "unscored": unscored,
         "unscored_rate": (unscored / len(judged)) if judged else None,

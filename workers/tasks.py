@@ -12,7 +12,7 @@ from mistralmeter.settings import Settings, get_settings
 from models.db import session_scope
 from models.jobs import Job
 from workers.broker_queue import job_ids_with_tasks
-from workers.celery_app import EvaluationTask, celery_app
+from workers.celery_app import SERVICE_ERRORS, EvaluationTask, celery_app
 from workers.evaluation import RunKey, execute_run
 from workers.job_completion import finalize_if_complete
 from workers.pairwise import ensure_pair_judged
@@ -117,13 +117,24 @@ def recover_lost_tasks() -> int:
         return 0
     try:
         plans = plan_recovery(settings, job_ids_with_tasks(client, settings.queue_name))
-        return sum(_send_again(settings, plan) for plan in plans)
+        return sum(_recover_one(settings, plan) for plan in plans)
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:
             # The lock expired during a very long scan; the next call takes it again.
             logger.warning("recovery lock expired before release")
+
+
+def _recover_one(settings: Settings, plan: RecoveryPlan) -> int:
+    """Recover one job; an error is logged, so that it cannot stop the others' recovery."""
+    try:
+        return _send_again(settings, plan)
+    except SERVICE_ERRORS:
+        raise
+    except Exception:
+        logger.exception("recovery of a stalled job failed", extra=log_fields(job_id=str(plan.job_id)))
+        return 0
 
 
 def _send_again(settings: Settings, plan: RecoveryPlan) -> int:
