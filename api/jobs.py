@@ -109,8 +109,30 @@ class CancelView(MethodView):
             session.refresh(job)
             document = job_document(session, job)
 
+        _remove_queued_tasks(settings, job.id)
         _queue_partial_result(job.id)
         return document
+
+
+def _remove_queued_tasks(settings, job_id: uuid.UUID) -> None:
+    """Drop the job's queued run tasks, so that jobs queued behind them start at once.
+
+    Without this, every task of a cancelled job of 20,000 runs still passes through a worker.
+    A failure here leaves the job cancelled, and the workers skip its tasks instead.
+    """
+    from workers.broker_queue import remove_job_tasks
+
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+        removed = remove_job_tasks(client, settings.queue_name, str(job_id))
+    except redis.RedisError as error:
+        logger.warning(
+            "queued tasks of cancelled job not removed",
+            extra=log_fields(job_id=str(job_id), error=str(error)),
+        )
+        return
+    logger.info("queued tasks of cancelled job removed", extra=log_fields(job_id=str(job_id),
+                                                                           tasks=removed))
 
 
 def _queue_partial_result(job_id: uuid.UUID) -> None:

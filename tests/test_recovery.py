@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -13,10 +14,11 @@ from kombu import Connection
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 
+from api import create_app
 from models.jobs import Job
 from models.runs import Run
 from tests.conftest import wait_for_job
-from workers.broker_queue import job_ids_with_tasks
+from workers.broker_queue import job_ids_with_tasks, remove_job_tasks
 from workers.recovery import RecoveryPlan, plan_recovery
 from workers.job_completion import finalize_if_complete
 from workers.tasks import _recover_one, _send_again, recover_lost_tasks, run_task, start_job
@@ -252,3 +254,49 @@ def test_recovery_raises_service_errors(settings, monkeypatch):
 
     with pytest.raises(OperationalError):
         _recover_one(settings, plan)
+
+
+def test_remove_job_tasks_keeps_others_in_order(settings):
+    queue = f"remove-tasks-{uuid.uuid4().hex[:8]}"
+    cancelled, other = str(uuid.uuid4()), str(uuid.uuid4())
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for index in range(3):
+            run_task.apply_async(kwargs={**run_kwargs(cancelled), "item_id": f"c{index}"},
+                                 queue=queue)
+            run_task.apply_async(kwargs={**run_kwargs(other), "item_id": f"o{index}"},
+                                 queue=queue)
+
+        assert remove_job_tasks(client, queue, cancelled) == 3
+        assert remove_job_tasks(client, queue, cancelled) == 0
+
+        # kombu publishes with LPUSH and consumes from the right, so the oldest is last.
+        remaining = [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+        assert [message["headers"]["kwargsrepr"].count(other) for message in remaining] == [1] * 3
+        assert [f"'o{index}'" in message["headers"]["kwargsrepr"]
+                for index, message in enumerate(remaining)] == [True] * 3
+    finally:
+        client.delete(queue)
+
+
+def test_cancel_removes_queued_tasks(client, settings, monkeypatch):
+    job_id = submit_lost_job(client, monkeypatch)
+    other_job = str(uuid.uuid4())
+    queue = f"busy-{uuid.uuid4().hex[:8]}"
+    broker = redis.Redis.from_url(settings.redis_url)
+    # An app whose queue no worker of this test consumes, as if every worker were busy.
+    busy_client = create_app(dataclasses.replace(settings, queue_name=queue)).test_client()
+    try:
+        for item in PROMPTS:
+            run_task.apply_async(kwargs={**run_kwargs(job_id), "item_id": item["id"]}, queue=queue)
+        run_task.apply_async(kwargs=run_kwargs(other_job), queue=queue)
+        assert broker.llen(queue) == 4
+
+        response = busy_client.post(f"/jobs/{job_id}/cancel")
+
+        assert response.status_code == 200
+        assert response.get_json()["status"] == "cancelled"
+        assert broker.llen(queue) == 1
+        assert other_job in broker.lindex(queue, 0).decode()
+    finally:
+        broker.delete(queue)
