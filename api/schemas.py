@@ -274,8 +274,15 @@ class JobListQuerySchema(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
+class LowercaseString(fields.String):
+    """A string read in lower case, so `?format=CSV` means what `?format=csv` means."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).lower()
+
+
 class ResultsQuerySchema(Schema):
-    format = fields.String(
+    format = LowercaseString(
         load_default="json", validate=validate.OneOf(["json", "jsonl", "csv"])
     )
 

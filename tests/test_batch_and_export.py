@@ -269,6 +269,15 @@ def test_export_rejects_unknown_format(batch_client, exported_job):
     assert "format" in response.get_json()["message"]
 
 
+def test_export_format_ignores_case(batch_client, exported_job):
+    response = batch_client.get(f"/jobs/{exported_job['id']}/results?format=CSV")
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    header = next(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert header == list(ALL_COLUMNS)
+
+
 def test_export_unknown_job_is_not_found(batch_client):
     response = batch_client.get(f"/jobs/{uuid.uuid4()}/results?format=csv")
 
