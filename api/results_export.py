@@ -25,8 +25,8 @@ RUN_COLUMNS = (
     "dataset_version", "category", "input_tokens", "output_tokens", "total_tokens",
     "tokens_estimated", "total_ms", "time_to_first_token_ms", "tokens_per_second",
     "decode_tokens_per_second", "inter_token_latency_ms", "rate_limit_wait_ms", "retry_wait_ms",
-    "attempts", "concurrent_streams", "cost_usd", "error_reason", "error_message", "simulated",
-    "finish_reason",
+    "attempts", "concurrent_streams", "client_lag_ms", "cost_usd", "error_reason",
+    "error_message", "simulated", "finish_reason",
 )
 JUDGE_COLUMNS = (
     "judge_model", "judge_status", "quality_score", *CRITERIA, "judge_score_std_dev",

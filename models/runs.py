@@ -68,6 +68,9 @@ class Run(Base):
 
     # Streams the worker process had open when this call started; high values inflate timings.
     concurrent_streams: Mapped[int | None] = mapped_column(Integer)
+    # Max ms the worker process's threads waited for the GIL or the OS scheduler during the
+    # call, so timings may be late by about this much. Null when not measured.
+    client_lag_ms: Mapped[float | None] = mapped_column(Float)
 
     cost_usd: Mapped[float | None] = mapped_column(Float)
     error_reason: Mapped[str | None] = mapped_column(String(64))

@@ -251,7 +251,7 @@ def test_export_rows_match_database(
         for column in ("item_id", "repetition", "model", "status", "input_tokens",
                        "output_tokens", "total_ms", "time_to_first_token_ms",
                        "tokens_per_second", "inter_token_latency_ms", "attempts",
-                       "simulated", "category", "prompt", "response"):
+                       "client_lag_ms", "simulated", "category", "prompt", "response"):
             expected = getattr(run, column)
             assert as_value(export_format, row[column], expected) == expected, column
         assert row["judge_model"] == JUDGE

@@ -71,6 +71,8 @@ def test_dataset_evaluation_writes_one_run_per_item_and_repetition(
         assert len(run.response.split()) == 20
         assert run.simulated is True
         assert run.injected["ttft_ms"] == 40.0
+        assert run.client_lag_ms is not None
+        assert run.client_lag_ms >= 0.0
 
     judgements = db_session.execute(
         select(Judgement).where(Judgement.run_id.in_([run.id for run in runs]))
@@ -94,6 +96,8 @@ def test_dataset_evaluation_writes_one_run_per_item_and_repetition(
     peak = summary["measurement"]["max_concurrent_streams_per_process"]
     assert peak == max(run.concurrent_streams for run in runs)
     assert peak >= 1
+    max_lag = summary["measurement"]["max_client_lag_ms"]
+    assert max_lag == max(run.client_lag_ms for run in runs)
     assert job["result"]["dataset"] == {"name": name, "version": uploaded["version"]}
     assert len(job["result"]["prompts"]) == 3
 

@@ -1,4 +1,4 @@
-"""The migrations at head create exactly the schema the models declare, and 0005 round-trips."""
+"""The migrations at head match the models, and 0005 and 0006 round-trip."""
 
 from __future__ import annotations
 
@@ -57,3 +57,38 @@ def test_job_status_index_round_trip(services):
     assert "(job_id, status)" in created
     assert dropped is None
     assert recreated == created
+
+
+LAG_COLUMN_QUERY = text(
+    "SELECT data_type, is_nullable FROM information_schema.columns "
+    "WHERE table_name = 'runs' AND column_name = 'client_lag_ms'"
+)
+
+
+def test_client_lag_column_round_trip(services):
+    admin, conninfo = _scratch_database(services)
+    url = _dsn_url(conninfo)
+    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        upgrade_database(url)
+        with engine.connect() as connection:
+            created = connection.execute(LAG_COLUMN_QUERY).one_or_none()
+
+        downgrade_database(url, "0005")
+        with engine.connect() as connection:
+            dropped = connection.execute(LAG_COLUMN_QUERY).one_or_none()
+
+        upgrade_database(url)
+        with engine.connect() as connection:
+            recreated = connection.execute(LAG_COLUMN_QUERY).one_or_none()
+    finally:
+        engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    assert tuple(created) == ("double precision", "YES")
+    assert dropped is None
+    assert tuple(recreated) == tuple(created)

@@ -287,6 +287,7 @@ def _run_values(
         ),
         injected=result.injected,
         concurrent_streams=result.concurrent_streams,
+        client_lag_ms=result.client_lag_ms,
     )
     return values
 

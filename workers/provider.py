@@ -13,6 +13,7 @@ from mistralai.client import Mistral
 from mistralai.client.errors import MistralError
 
 from mistralmeter.settings import Settings
+from workers import client_lag
 from workers.measurement import StreamTiming, estimate_tokens
 from workers.model_errors import (
     ModelCallError,
@@ -64,6 +65,9 @@ class ChatResult:
     injected: dict[str, Any] | None = field(default=None)
     # Streams open in this process when this one started, itself included.
     concurrent_streams: int = 1
+    # Max ms this process's threads waited for the CPU between the request and the last
+    # chunk. None when the lag probe took no sample in that time.
+    client_lag_ms: float | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -139,6 +143,7 @@ def stream_chat(
     if json_mode:
         request["response_format"] = {"type": "json_object"}
 
+    client_lag.ensure_started()
     concurrent = open_streams.enter()
     try:
         clear_request_start()
@@ -148,10 +153,13 @@ def stream_chat(
                 model=model, messages=messages, timeout_ms=int(timeout_s * 1000), **request
             )
             with stream:
-                result = _read_stream(stream, request_start(called), messages)
+                started = request_start(called)
+                result = _read_stream(stream, started, messages)
     finally:
         open_streams.leave()
     result.concurrent_streams = concurrent
+    finished = started + result.timing.total_ms / 1000.0
+    result.client_lag_ms = client_lag.max_lag_ms(started, finished)
     return result
 
 
