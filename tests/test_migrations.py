@@ -30,31 +30,36 @@ def test_head_schema_matches_models(settings):
     assert diff == []
 
 
-def test_job_status_index_round_trip(services):
+def round_trip(services, query, down_to: str) -> tuple:
+    """Upgrade a scratch database to head, downgrade to `down_to`, upgrade again.
+
+    Return what `query` gives after each of the three steps.
+    """
     admin, conninfo = _scratch_database(services)
     url = _dsn_url(conninfo)
     name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     engine = create_engine(url, poolclass=NullPool)
+    results = []
     try:
-        upgrade_database(url)
-        with engine.connect() as connection:
-            created = connection.execute(INDEX_QUERY).scalar_one()
-
-        downgrade_database(url, "0004")
-        with engine.connect() as connection:
-            dropped = connection.execute(INDEX_QUERY).scalar_one_or_none()
-
-        upgrade_database(url)
-        with engine.connect() as connection:
-            recreated = connection.execute(INDEX_QUERY).scalar_one()
+        for step in (lambda: upgrade_database(url), lambda: downgrade_database(url, down_to),
+                     lambda: upgrade_database(url)):
+            step()
+            with engine.connect() as connection:
+                row = connection.execute(query).one_or_none()
+            results.append(tuple(row) if row is not None else None)
     finally:
         engine.dispose()
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return tuple(results)
 
-    assert "(job_id, status)" in created
+
+def test_job_status_index_round_trip(services):
+    created, dropped, recreated = round_trip(services, INDEX_QUERY, "0004")
+
+    assert "(job_id, status)" in created[0]
     assert dropped is None
     assert recreated == created
 
@@ -66,29 +71,8 @@ LAG_COLUMN_QUERY = text(
 
 
 def test_client_lag_column_round_trip(services):
-    admin, conninfo = _scratch_database(services)
-    url = _dsn_url(conninfo)
-    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        upgrade_database(url)
-        with engine.connect() as connection:
-            created = connection.execute(LAG_COLUMN_QUERY).one_or_none()
+    created, dropped, recreated = round_trip(services, LAG_COLUMN_QUERY, "0005")
 
-        downgrade_database(url, "0005")
-        with engine.connect() as connection:
-            dropped = connection.execute(LAG_COLUMN_QUERY).one_or_none()
-
-        upgrade_database(url)
-        with engine.connect() as connection:
-            recreated = connection.execute(LAG_COLUMN_QUERY).one_or_none()
-    finally:
-        engine.dispose()
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    assert tuple(created) == ("double precision", "YES")
+    assert created == ("double precision", "YES")
     assert dropped is None
-    assert tuple(recreated) == tuple(created)
+    assert recreated == created
