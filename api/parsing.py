@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from marshmallow import RAISE
@@ -40,7 +41,12 @@ class JsonArgumentsParser(FlaskParser):
 def parse_json_body(data: bytes) -> Any:
     """Decode a JSON request body, raising BadRequest with the reason when it is invalid."""
     try:
-        document = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+        document = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except UnicodeDecodeError as exc:
         raise BadRequest(
             f"invalid JSON body: not UTF-8 at byte {exc.start}; send UTF-8 JSON", field="json"
@@ -52,11 +58,23 @@ def parse_json_body(data: bytes) -> Any:
             "invalid JSON body: nested too deeply; flatten the document", field="json"
         ) from None
     except ValueError as exc:
-        # Raised for a duplicate key and for an integer of more than 4300 digits.
+        # Raised for a duplicate key, NaN, Infinity, a float beyond 64 bits (PostgreSQL's JSONB
+        # rejects all three) and an integer of more than 4300 digits.
         raise BadRequest(f"invalid JSON body: {exc}", field="json") from None
 
     check_json_document(document)
     return document
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value; send null or a string")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is beyond the range of a 64-bit float")
+    return value
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -98,7 +98,8 @@ def pairwise_outcome(
     with each tie counted as half a win. p_value is the two-sided sign test on wins against
     losses, with ties dropped. winner is "a" when the interval lies entirely above 0.5 and the
     sign test gives p < alpha, "b" when the interval lies entirely below 0.5 and p < alpha, and
-    None otherwise with verdict "no significant difference".
+    None otherwise with verdict "no significant difference". With n = 0 the verdict is
+    "not compared".
     prompts_needed estimates how many prompts would detect the observed win rate at the given
     alpha and power. It is None when n = 0, when the win rate is exactly 0.5, or when a winner
     was named. Raises ValueError for a negative or non-integer count.
@@ -127,6 +128,8 @@ def pairwise_outcome(
         "note": None,
     }
     if n == 0:
+        # Nothing was tested, so no verdict: "no significant difference" would read as a result.
+        result["verdict"] = "not compared"
         result["note"] = "No prompts were compared."
         return result
 

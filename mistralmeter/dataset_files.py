@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -234,16 +235,27 @@ def _decode_utf8(data: bytes) -> str:
 
 
 class _NonStandardConstant(ValueError):
-    """NaN or Infinity in JSON: Python accepts them, but the JSON standard and PostgreSQL do not."""
+    """NaN or Infinity in JSON: Python accepts them, but the JSON standard and PostgreSQL do not.
+
+    A number too large for a 64-bit float, such as 1e400, is reported the same way, because
+    Python reads it as infinity.
+    """
 
 
 def _reject_constant(name: str) -> Any:
     raise _NonStandardConstant(name)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonStandardConstant(f"{text} (beyond the range of a 64-bit float)")
+    return value
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         # Python's parser recurses per nesting level; report it like any other invalid JSON.
         raise json.JSONDecodeError("nesting is too deep", text, 0) from None

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 
 from mistralmeter.settings import Settings
+
+
+# Control characters, and the Unicode line and paragraph separators, in logged values. A
+# request path such as "/datasets/x%0A2026-..." would otherwise forge a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def escape_control(text: str) -> str:
+    """Return `text` with control characters written as \\xNN escapes, so one record is one line."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -15,8 +26,9 @@ class KeyValueFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", {})
-        pairs = " ".join(f"{key}={value}" for key, value in fields.items())
-        line = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        pairs = " ".join(f"{key}={escape_control(str(value))}" for key, value in fields.items())
+        message = escape_control(record.getMessage())
+        line = f"{self.formatTime(record)} {record.levelname} {record.name} {message}"
         text = f"{line} {pairs}" if pairs else line
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -266,7 +266,7 @@ def test_pairwise_outcome_empty():
     assert result["ci_high"] is None
     assert result["p_value"] is None
     assert result["winner"] is None
-    assert result["verdict"] == "no significant difference"
+    assert result["verdict"] == "not compared"
     assert result["prompts_needed"] is None
     assert result["note"] == "No prompts were compared."
 

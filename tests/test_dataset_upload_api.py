@@ -164,3 +164,24 @@ def test_form_encoded_upload_names_content_type(client):
     assert message.startswith("the body was sent as an HTML form")
     assert "--data-binary" in message
     assert_not_stored(client, name)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "text"),
+    [
+        (b'{"id":"a","prompt":"x","metadata":{"k":1e400}}\n', "application/x-ndjson",
+         "invalid JSON on line 1: 1e400 (beyond the range of a 64-bit float) is not a JSON value"),
+        (b'[{"id":"a","prompt":"x","metadata":{"k":1e400}}]', "application/json",
+         "invalid JSON: 1e400 (beyond the range of a 64-bit float) is not a JSON value"),
+        (b'id,prompt,metadata\na,x,"{""k"":1e400}"\n', "text/csv",
+         "metadata is not valid JSON: 1e400 (beyond the range of a 64-bit float)"),
+    ],
+)
+def test_upload_out_of_range_number_rejected(client, body, content_type, text):
+    name = unique_name()
+
+    response = upload(client, name, body, content_type=content_type)
+
+    assert response.status_code == 422
+    assert text in response.get_json()["message"]
+    assert_not_stored(client, name)

@@ -21,7 +21,14 @@ from tests.conftest import wait_for_job
 from workers.broker_queue import job_ids_with_tasks, remove_job_tasks
 from workers.recovery import RecoveryPlan, plan_recovery
 from workers.job_completion import finalize_if_complete
-from workers.tasks import _recover_one, _send_again, recover_lost_tasks, run_task, start_job
+from workers.tasks import (
+    FAN_OUT_CHECK_EVERY,
+    _recover_one,
+    _send_again,
+    recover_lost_tasks,
+    run_task,
+    start_job,
+)
 
 pytestmark = pytest.mark.services
 
@@ -300,3 +307,24 @@ def test_cancel_removes_queued_tasks(client, settings, monkeypatch):
         assert other_job in broker.lindex(queue, 0).decode()
     finally:
         broker.delete(queue)
+
+
+def test_cancel_stops_fan_out(client, settings, monkeypatch):
+    prompts = [{"id": f"f{index}", "prompt": "Name a colour."} for index in range(400)]
+    with monkeypatch.context() as patch:
+        patch.setattr(start_job, "apply_async", lambda *args, **kwargs: None)
+        response = client.post("/evaluate/batch", json={"model": MODEL, "runs": 2,
+                                                        "prompts": prompts})
+    job_id = response.get_json()["job_id"]
+    sent: list[dict] = []
+
+    def send(*, kwargs):
+        sent.append(kwargs)
+        if len(sent) == 10:
+            assert client.post(f"/jobs/{job_id}/cancel").status_code == 200
+
+    monkeypatch.setattr(run_task, "apply_async", send)
+    assert start_job.run(job_id) == FAN_OUT_CHECK_EVERY
+
+    assert len(sent) == FAN_OUT_CHECK_EVERY
+    assert {message["job_id"] for message in sent} == {job_id}

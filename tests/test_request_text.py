@@ -148,3 +148,23 @@ def test_validation_message_names_path(client, path, body, message):
 
     assert response.status_code == 422
     assert response.get_json()["message"] == message
+
+
+@pytest.mark.parametrize(
+    ("literal", "text"),
+    [
+        ("1e400", "number 1e400 is beyond the range of a 64-bit float"),
+        ("-1e400", "number -1e400 is beyond the range of a 64-bit float"),
+        ("NaN", "NaN is not a JSON value; send null or a string"),
+        ("Infinity", "Infinity is not a JSON value; send null or a string"),
+    ],
+)
+def test_non_finite_number_rejected(client, db_session, literal, text):
+    before = job_count(db_session)
+    body = '{"prompt": {"prompt": "Hello", "metadata": {"k": [%s]}}, "model": "sim-small"}'
+
+    response = client.post("/evaluate", data=body % literal, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json()["message"] == f"invalid JSON body: {text}"
+    assert job_count(db_session) == before

@@ -6,11 +6,12 @@ import logging
 import uuid
 
 import redis
+from sqlalchemy import select
 
 from mistralmeter.logging_setup import log_fields
 from mistralmeter.settings import Settings, get_settings
 from models.db import session_scope
-from models.jobs import Job
+from models.jobs import FINISHED_STATUSES, Job
 from workers.broker_queue import job_ids_with_tasks
 from workers.celery_app import SERVICE_ERRORS, EvaluationTask, celery_app
 from workers.evaluation import RunKey, execute_run
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 # NOTE: Celery's threads pool does not enforce soft_time_limit (it needs prefork or gevent).
 # What bounds a run there is the HTTP timeout per attempt and the rate-limit wait timeout.
 SOFT_TIME_LIMIT_S = get_settings().task_soft_time_limit_s
+
+# Run tasks start_job sends between two checks that the job was not cancelled meanwhile.
+FAN_OUT_CHECK_EVERY = 500
 
 # Kinds of the jobs this process ran tasks for, so that a run costs no extra database session.
 JOB_KINDS_CACHED = 1024
@@ -48,7 +52,13 @@ def start_job(job_id: str) -> int:
             for repetition in range(job.repetitions)
         ]
 
-    for item_id, model, repetition in keys:
+    for sent, (item_id, model, repetition) in enumerate(keys):
+        # A cancel during a large fan-out stops it, instead of queueing thousands of tasks that
+        # workers would only skip.
+        if sent and sent % FAN_OUT_CHECK_EVERY == 0 and _is_finished(settings, job_id):
+            logger.info("job fan-out stopped: job finished", extra=log_fields(job_id=job_id,
+                                                                           sent=sent))
+            return sent
         run_task.apply_async(
             kwargs={"job_id": job_id, "item_id": item_id, "model": model, "repetition": repetition}
         )
@@ -57,6 +67,14 @@ def start_job(job_id: str) -> int:
     if not keys:
         finalize_if_complete(settings, uuid.UUID(job_id))
     return len(keys)
+
+
+def _is_finished(settings: Settings, job_id: str) -> bool:
+    with session_scope(settings.database_url) as session:
+        status = session.execute(
+            select(Job.status).where(Job.id == uuid.UUID(job_id))
+        ).scalar_one_or_none()
+    return status is None or status in FINISHED_STATUSES
 
 
 @celery_app.task(name="mistralmeter.run", base=EvaluationTask, soft_time_limit=SOFT_TIME_LIMIT_S)
