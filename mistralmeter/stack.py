@@ -233,6 +233,8 @@ class EmbeddedStack:
                 continue
             if not self._restart_allowed(process.name):
                 raise StackProcessExited(process, exit_code)
+            if process.name == "worker":
+                self._restore_unacked_tasks()
             process.start()
             restarts.append(ProcessRestart(process.name, exit_code, process.log_path))
         redis_server = self._started.redis
@@ -241,6 +243,24 @@ class EmbeddedStack:
         if self._started.postgres is not None and not self._started.postgres.is_running():
             raise StackStartError("PostgreSQL", "stopped unexpectedly", self._started.postgres.log_path)
         return restarts
+
+    def _restore_unacked_tasks(self) -> None:
+        """Give the dead worker's tasks back to the queue now, not after the visibility timeout.
+
+        The stack runs one worker, so on its own Redis no live worker holds any of these tasks.
+        On a Redis given by REDIS_URL other workers may, so kombu's own restore is left to it.
+        """
+        from workers.broker_queue import restore_unacked
+
+        if self.endpoints is None or not self.endpoints.started_redis:
+            return
+        try:
+            client = redis.Redis.from_url(self.endpoints.redis_url, socket_timeout=30)
+            restored = restore_unacked(client, get_settings().queue_name)
+        except redis.RedisError as error:
+            logger.warning("tasks of the exited worker not restored: %s", error)
+            return
+        logger.info("tasks of the exited worker restored to the queue: %d", restored)
 
     def _restart_allowed(self, name: str) -> bool:
         if name not in RESTARTABLE_PARTS:

@@ -271,7 +271,14 @@ def test_stack_starts_healthy_and_stops_every_process(
         worker.signal_group(signal.SIGKILL)
         # The zombie of a multithreaded process is waitable only once all its threads are gone.
         assert worker.wait(10.0) == -signal.SIGKILL
+        # A task the dead worker had taken but not acknowledged, as kombu records it.
+        broker = redis.Redis.from_url(endpoints.redis_url)
+        held = {"body": "W1tdLCB7fSwge31d", "headers": {"task": "mistralmeter.tick_schedules"},
+                "properties": {"body_encoding": "base64", "delivery_info": {}},
+                "content-type": "application/json", "content-encoding": "utf-8"}
+        broker.hset("unacked", "held-by-dead-worker", json.dumps([held, "", get_settings().queue_name]))
         [restart] = stack.check_processes()
+        assert broker.hget("unacked", "held-by-dead-worker") is None
         assert restart.name == "worker"
         assert restart.exit_code == -signal.SIGKILL
         assert restart.log_path == state_dir / "logs" / "worker.log"

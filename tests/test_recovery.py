@@ -18,7 +18,7 @@ from api import create_app
 from models.jobs import Job
 from models.runs import Run
 from tests.conftest import wait_for_job
-from workers.broker_queue import job_ids_with_tasks, remove_job_tasks
+from workers.broker_queue import job_ids_with_tasks, remove_job_tasks, restore_unacked
 from workers.recovery import RecoveryPlan, plan_recovery
 from workers.job_completion import finalize_if_complete
 from workers.tasks import (
@@ -328,3 +328,30 @@ def test_cancel_stops_fan_out(client, settings, monkeypatch):
 
     assert len(sent) == FAN_OUT_CHECK_EVERY
     assert {message["job_id"] for message in sent} == {job_id}
+
+
+def test_restore_unacked_returns_tasks_of_queue(settings):
+    client = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/13")
+    queue, other_queue = f"restore-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    client.delete("unacked", "unacked_index")
+    try:
+        # Entries as kombu writes them on delivery: [message, exchange, routing_key].
+        message = {"body": "e30=", "headers": {"task": "mistralmeter.run", "id": "t1"},
+                   "properties": {"body_encoding": "base64", "delivery_info": {}},
+                   "content-type": "application/json", "content-encoding": "utf-8"}
+        client.hset("unacked", "tag-1", json.dumps([message, "", queue]))
+        client.zadd("unacked_index", {"tag-1": 1.0})
+        client.hset("unacked", "tag-2", json.dumps([message, "", other_queue]))
+        client.zadd("unacked_index", {"tag-2": 1.0})
+
+        assert restore_unacked(client, queue) == 1
+
+        [restored] = client.lrange(queue, 0, -1)
+        restored = json.loads(restored)
+        assert restored["headers"] == message["headers"]
+        assert restored["properties"]["delivery_info"]["redelivered"] is True
+        assert client.hkeys("unacked") == [b"tag-2"]
+        assert client.zrange("unacked_index", 0, -1) == [b"tag-2"]
+        assert client.llen(other_queue) == 0
+    finally:
+        client.delete("unacked", "unacked_index", queue, other_queue)

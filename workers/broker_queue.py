@@ -17,8 +17,10 @@ import redis
 
 logger = logging.getLogger(__name__)
 
-# kombu's default key for delivered, unacknowledged messages (transport option unacked_key).
+# kombu's default keys for delivered, unacknowledged messages (transport options unacked_key
+# and unacked_index_key).
 UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
 # Messages read per round trip, so a long queue is scanned without loading it all at once.
 SCAN_PAGE = 500
 TASKS_WITH_JOB_ID = frozenset(
@@ -142,3 +144,29 @@ def remove_job_tasks(client: redis.Redis, queue_name: str, job_id: str) -> int:
     """
     needle = f"'job_id': '{job_id}'"
     return int(client.register_script(_REMOVE_JOB_TASKS)(keys=[queue_name], args=[needle]))
+
+
+def restore_unacked(client: redis.Redis, queue_name: str) -> int:
+    """Put every unacknowledged task of `queue_name` back at the head of its queue.
+
+    Only safe when no worker consumes the queue any more, such as when the only worker of an
+    embedded stack died: a live worker's running task would otherwise run twice. kombu would
+    restore these itself, but only after the visibility timeout, by default 20 minutes.
+    """
+    restored = 0
+    for tag, raw in client.hscan_iter(UNACKED_KEY, count=SCAN_PAGE):
+        entry = _loads(raw)
+        if not (isinstance(entry, list) and len(entry) == 3 and entry[2] == queue_name):
+            continue
+        message = entry[0]
+        if isinstance(message, dict):
+            delivery = message.setdefault("properties", {}).setdefault("delivery_info", {})
+            delivery["redelivered"] = True
+        pipe = client.pipeline()
+        # Consumers pop from the right end, so the restored task runs next.
+        pipe.rpush(queue_name, json.dumps(message))
+        pipe.zrem(UNACKED_INDEX_KEY, tag)
+        pipe.hdel(UNACKED_KEY, tag)
+        pipe.execute()
+        restored += 1
+    return restored
