@@ -255,7 +255,9 @@ def test_docs_page_loads_assets_from_api(client):
         assert len(asset.get_data()) > 10_000, name
         asset.close()
 
+    assert '"validatorUrl": null' in html
     assert client.get("/docs/assets/missing.js").status_code == 404
+    assert client.get("/docs/assets/index.html").status_code == 404
     assert client.get("/docs/assets/../__init__.py").status_code == 404
 
 
