@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from croniter import CroniterBadDateError, croniter
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
@@ -60,8 +61,16 @@ def _check_cron(value: str) -> None:
 
 
 def _check_webhook(value: str | None) -> None:
-    if value is not None and not value.startswith(("http://", "https://")):
+    if value is None:
+        return
+    if not value.startswith(("http://", "https://")):
         raise ValidationError("must be an http:// or https:// URL")
+    try:
+        host = urlsplit(value).hostname
+    except ValueError as error:
+        raise ValidationError(f"is not a valid URL: {error}") from None
+    if not host:
+        raise ValidationError("must name a host, such as https://hooks.example.com/path")
 
 
 class ScheduleCreateSchema(StrictSchema):

@@ -107,7 +107,8 @@ class ParamsSchema(StrictSchema):
     random_seed = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**31 - 1))
     presence_penalty = fields.Float(validate=validate.Range(min=-2, max=2))
     frequency_penalty = fields.Float(validate=validate.Range(min=-2, max=2))
-    stop = fields.List(fields.String(), validate=validate.Length(max=4))
+    # An empty stop sequence is never what a caller means, and providers differ on it.
+    stop = fields.List(fields.String(validate=validate.Length(min=1)), validate=validate.Length(max=4))
     safe_prompt = fields.Boolean()
 
 

@@ -168,3 +168,15 @@ def test_non_finite_number_rejected(client, db_session, literal, text):
     assert response.status_code == 400
     assert response.get_json()["message"] == f"invalid JSON body: {text}"
     assert job_count(db_session) == before
+
+
+def test_empty_stop_sequence_rejected(client, db_session):
+    before = job_count(db_session)
+
+    response = client.post(
+        "/evaluate", json={"prompt": {"prompt": "hi"}, "model": "sim-small", "params": {"stop": [""]}}
+    )
+
+    assert response.status_code == 422
+    assert response.get_json()["message"].startswith("invalid request: params.stop.0: ")
+    assert job_count(db_session) == before

@@ -151,6 +151,8 @@ def test_schedule_flags_quality_drop_and_posts_webhook(
         ({"models": []}, 422, "models"),
         ({"models": ["sim-small", "sim-small"]}, 422, "twice"),
         ({"webhook_url": "ftp://example.invalid/x"}, 422, "webhook_url"),
+        ({"webhook_url": "http://"}, 422, "webhook_url: must name a host"),
+        ({"webhook_url": "http://[::1/x"}, 422, "webhook_url: is not a valid URL"),
         ({"dataset": "no-such-dataset"}, 404, "no-such-dataset"),
         ({"models": ["no-such-model"]}, 422, "models.0"),
     ],
