@@ -28,8 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="/docs",
         # Served by this app, so /docs needs no network access beyond the API.
         OPENAPI_SWAGGER_UI_URL=swagger_assets.ASSETS_URL,
-        # Swagger UI otherwise asks validator.swagger.io to check the spec, which sends the
-        # spec's URL to that host from the browser.
+        # Otherwise Swagger UI sends the spec's URL from the browser to validator.swagger.io
+        # for a check.
         OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
         JSON_SORT_KEYS=False,
     )

@@ -25,7 +25,7 @@ MAX_JUDGE_SAMPLES = 5
 MAX_WEIGHT = 1_000.0
 # Largest offset a list route accepts; PostgreSQL's OFFSET is a bigint, and no list is this long.
 MAX_OFFSET = 1_000_000_000
-# Longest dataset version: the column stores "sha256:" and a 64-character hex digest.
+# Maximum length of a dataset version: the column stores "sha256:" and a 64-character hex digest.
 MAX_VERSION_CHARS = 80
 
 

@@ -75,11 +75,11 @@ def _check_query_encoding(query_string: bytes) -> None:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError:
-                shown = name.decode("utf-8", errors="replace")
+                printable_name = name.decode("utf-8", errors="replace")
                 raise Unprocessable(
-                    f"query parameter {shown!r} is not valid UTF-8 after percent-decoding; "
+                    f"query parameter {printable_name!r} is not valid UTF-8 after percent-decoding; "
                     "percent-encode the UTF-8 bytes of the text",
-                    field=shown,
+                    field=printable_name,
                 ) from None
 
 

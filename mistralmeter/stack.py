@@ -247,8 +247,9 @@ class EmbeddedStack:
     def _restore_unacked_tasks(self) -> None:
         """Give the dead worker's tasks back to the queue now, not after the visibility timeout.
 
-        The stack runs one worker, so on its own Redis no live worker holds any of these tasks.
-        On a Redis given by REDIS_URL other workers may, so kombu's own restore is left to it.
+        The stack runs one worker, so on its own Redis no live worker has taken any of these
+        tasks. On a Redis given by REDIS_URL other workers may have, so kombu's own restore is
+        left to do it.
         """
         from workers.broker_queue import restore_unacked
 

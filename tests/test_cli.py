@@ -151,7 +151,7 @@ def test_parser_has_subcommand(argv: list[str]) -> None:
     ("flags", "expected"), [([], True), (["--beat"], True), (["--no-beat"], False)]
 )
 def test_parser_up_starts_beat_by_default(flags: list[str], expected: bool) -> None:
-    """Beat runs the schedules and the lost-task recovery, so `up` starts it unless told not to."""
+    """Beat runs the schedules and the lost-task recovery, so `up` starts it unless given --no-beat."""
     assert cli.build_parser().parse_args(["up", *flags]).beat is expected
 
 

@@ -273,10 +273,10 @@ def test_stack_starts_healthy_and_stops_every_process(
         assert worker.wait(10.0) == -signal.SIGKILL
         # A task the dead worker had taken but not acknowledged, as kombu records it.
         broker = redis.Redis.from_url(endpoints.redis_url)
-        held = {"body": "W1tdLCB7fSwge31d", "headers": {"task": "mistralmeter.tick_schedules"},
+        unacked_task = {"body": "W1tdLCB7fSwge31d", "headers": {"task": "mistralmeter.tick_schedules"},
                 "properties": {"body_encoding": "base64", "delivery_info": {}},
                 "content-type": "application/json", "content-encoding": "utf-8"}
-        broker.hset("unacked", "held-by-dead-worker", json.dumps([held, "", get_settings().queue_name]))
+        broker.hset("unacked", "held-by-dead-worker", json.dumps([unacked_task, "", get_settings().queue_name]))
         [restart] = stack.check_processes()
         assert broker.hget("unacked", "held-by-dead-worker") is None
         assert restart.name == "worker"

@@ -116,21 +116,21 @@ _REMOVE_JOB_TASKS = """
 local queue = KEYS[1]
 local needle = ARGV[1]
 local length = redis.call('LLEN', queue)
-local kept = {}
+local remaining = {}
 local removed = 0
 for start = 0, length - 1, 1000 do
   for _, message in ipairs(redis.call('LRANGE', queue, start, start + 999)) do
     if string.find(message, needle, 1, true) then
       removed = removed + 1
     else
-      kept[#kept + 1] = message
+      remaining[#remaining + 1] = message
     end
   end
 end
 if removed > 0 then
   redis.call('DEL', queue)
-  for first = 1, #kept, 1000 do
-    redis.call('RPUSH', queue, unpack(kept, first, math.min(first + 999, #kept)))
+  for first = 1, #remaining, 1000 do
+    redis.call('RPUSH', queue, unpack(remaining, first, math.min(first + 999, #remaining)))
   end
 end
 return removed

@@ -13,6 +13,7 @@ from mistralmeter.settings import Settings, get_settings
 from models.db import session_scope
 from models.jobs import FINISHED_STATUSES, Job
 from workers.broker_queue import job_ids_with_tasks
+from workers.calls import redis_client
 from workers.celery_app import SERVICE_ERRORS, EvaluationTask, celery_app
 from workers.evaluation import RunKey, execute_run
 from workers.job_completion import finalize_if_complete
@@ -129,7 +130,7 @@ def recover_lost_tasks() -> int:
     at once, so two beats never send one job's tasks twice.
     """
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     lock = client.lock(f"mistralmeter:recovery:{settings.queue_name}", timeout=300)
     if not lock.acquire(blocking=False):
         return 0
